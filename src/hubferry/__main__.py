@@ -1,0 +1,5 @@
+"""``python -m hubferry`` runs the CLI."""
+
+from hubferry.cli import app
+
+app()

@@ -1,0 +1,97 @@
+"""Settings from ``HUBFERRY_*`` environment variables and an optional TOML config file.
+
+Precedence: explicit arguments > environment > ``$HUBFERRY_CONFIG`` (default
+``$HUBFERRY_HOME/config.toml``) > defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from hubferry.errors import ConfigError
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+MiB = 1024 * 1024
+GB = 1000**3
+
+
+def _home() -> Path:
+    return Path(os.environ.get("HUBFERRY_HOME", Path.home() / ".hubferry")).expanduser()
+
+
+def _config_file() -> Path:
+    return Path(os.environ.get("HUBFERRY_CONFIG", _home() / "config.toml")).expanduser()
+
+
+class Settings(BaseSettings):
+    """Every tunable of hubferry; each field is settable as ``HUBFERRY_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="HUBFERRY_", extra="ignore")
+
+    home: Path = Field(default_factory=_home)
+    #: Hub endpoint; falls back to HF_ENDPOINT, then huggingface.co.
+    endpoint: str | None = None
+    #: Hub token; falls back to HF_TOKEN, then huggingface_hub's token file.
+    token: SecretStr | None = None
+    #: Xet storage: "auto" uses it on huggingface.co only; on-prem registries speak plain LFS.
+    xet: Literal["auto", "on", "off"] = "auto"
+    log_json: bool = False
+
+    #: HTTP timeouts (seconds). huggingface_hub 2.x sets none, so a stalled socket hangs forever.
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    #: Retries of one Hub call (network errors, 408, 429, 5xx) and their backoff.
+    max_attempts: int = Field(default=6, ge=1)
+    retry_base_delay: float = Field(default=1.0, ge=0)
+    retry_max_delay: float = Field(default=30.0, ge=0)
+    #: Longest Retry-After we are willing to honour before giving up.
+    retry_after_cap: float = Field(default=300.0, ge=0)
+
+    #: Commit batching: the Hub advises < 100 files per commit and times commits out at 60 s.
+    commit_max_files: int = Field(default=100, ge=1)
+    commit_max_regular_bytes: int = Field(default=100 * MiB, ge=1)
+    #: Files handed to one preupload call (progress granularity and resume unit).
+    preupload_group_bytes: int = Field(default=512 * MiB, ge=1)
+    #: Regular (non-LFS) files above this go through LFS, as the Hub requires.
+    regular_file_limit: int = Field(default=10 * MiB, ge=0)
+    #: Files above this are refused before upload (the Hub's per-file limit).
+    max_file_size: int = Field(default=50 * GB, ge=1)
+    #: Text files above this are not scanned for secrets.
+    secret_scan_max_bytes: int = Field(default=10 * MiB, ge=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
+        return (init_settings, env_settings, toml)
+
+    def resolved_endpoint(self) -> str:
+        """The Hub endpoint: setting, then HF_ENDPOINT, then huggingface.co."""
+        return (self.endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Load settings, turning any invalid value into a :class:`ConfigError` naming the setting."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        name = "HUBFERRY_" + "_".join(str(p) for p in first["loc"]).upper()
+        raise ConfigError(
+            f"invalid setting {name}: {first['msg']}",
+            hint=f"fix {name} in the environment or in {_config_file()}",
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read config file {_config_file()}: {exc}", hint="fix or remove the file") from None

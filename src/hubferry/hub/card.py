@@ -1,0 +1,86 @@
+"""A model card (README.md) for folders that have none, built with huggingface_hub's ModelCard."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from hubferry.errors import ValidationError
+
+#: Files in a trained folder that describe the training, read to fill the card.
+_ADAPTER_CONFIG = "adapter_config.json"
+_TRAINING_ARGS = "training_args.json"
+_SECRET_KEYS = ("token", "secret", "password", "api_key", "apikey", "key")
+
+
+@dataclass
+class CardInfo:
+    """What is known about a model; empty fields are filled from the folder when possible."""
+
+    title: str | None = None
+    base_model: str | None = None
+    license: str | None = None
+    tags: list[str] = field(default_factory=list)
+    trigger_word: str | None = None
+    training_params: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _public_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Training parameters safe to publish: scalar values whose names do not look like credentials."""
+    return {
+        k: v for k, v in params.items()
+        if isinstance(v, (str, int, float, bool)) and not any(s in k.lower() for s in _SECRET_KEYS)
+    }
+
+
+def complete_from_folder(info: CardInfo, folder: Path) -> CardInfo:
+    """Fill the blanks of ``info`` from the adapter config and training args found in ``folder``."""
+    adapter = _read_json(folder / _ADAPTER_CONFIG)
+    args = _read_json(folder / _TRAINING_ARGS)
+    base = info.base_model or adapter.get("base_model_name_or_path") or args.get("base_model")
+    tags = list(dict.fromkeys([*info.tags, "hubferry", *(["lora", "peft"] if adapter else [])]))
+    params = {**_public_params(args), **_public_params(info.training_params)}
+    return CardInfo(
+        title=info.title, base_model=base if isinstance(base, str) and base else None, license=info.license,
+        tags=tags, trigger_word=info.trigger_word or args.get("trigger_word"), training_params=params,
+    )
+
+
+def render(info: CardInfo, repo_id: str) -> str:
+    """The card's text: YAML metadata the Hub indexes, then a short human description."""
+    data = ModelCardData(
+        base_model=info.base_model, license=info.license, tags=info.tags or None,
+        instance_prompt=info.trigger_word,
+    )
+    title = info.title or repo_id.split("/")[-1]
+    lines = [f"# {title}", "", f"Published with hubferry to `{repo_id}`.", ""]
+    if info.base_model:
+        lines += [f"Fine-tuned from `{info.base_model}`.", ""]
+    if info.trigger_word:
+        lines += ["## Trigger word", "", f"Use `{info.trigger_word}` in your prompt to trigger this model.", ""]
+    if info.training_params:
+        lines += ["## Training parameters", "", "| parameter | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(info.training_params.items())]
+        lines.append("")
+    lines += [
+        "## Download", "", "```python", "from huggingface_hub import snapshot_download",
+        f'path = snapshot_download("{repo_id}")', "```", "",
+    ]
+    content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)
+    try:
+        ModelCard(content)  # parses the metadata block exactly as the Hub's validate-yaml would
+    except ValueError as exc:
+        raise ValidationError(f"generated model card is invalid: {exc}", hint="check --base-model and tags") from None
+    return content

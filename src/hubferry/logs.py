@@ -1,0 +1,62 @@
+"""Structured logging to stderr (human or JSON) that never prints a registered secret."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+from typing import Any
+
+import structlog
+
+_secrets: set[str] = set()
+_lock = threading.Lock()
+#: Signed URLs are bearer credentials too: their query strings are never logged.
+_QUERY = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
+
+
+def register_secret(value: str | None) -> None:
+    """Make ``value`` unprintable: every later log line and error text shows it redacted."""
+    if value and len(value) >= 8:
+        with _lock:
+            _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """Replace registered secrets and signed-URL query strings in ``text``."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, secret[:3] + "***")
+    return _QUERY.sub(r"\1?<redacted>", text)
+
+
+def _redact_processor(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    return {k: redact(v) if isinstance(v, str) else v for k, v in event.items()}
+
+
+def configure(*, json: bool = False, verbose: bool = False) -> None:
+    """Send structlog (and stdlib logging) to stderr; DEBUG with ``verbose``."""
+    level = logging.DEBUG if verbose else logging.INFO
+    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            _redact_processor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger bound to ``name``."""
+    return structlog.get_logger(name)
+
+
+# Until a command configures logging, log human-readable lines to stderr (never stdout).
+configure()
