@@ -1,0 +1,8 @@
+"""The durable job database: jobs, their timeline and publish leases, on SQLite or PostgreSQL."""
+
+from hubferry.store.database import make_engine, sqlite_url
+from hubferry.store.jobs import JobStore
+from hubferry.store.migrations import upgrade
+from hubferry.store.publishes import Publish, PublishState, PublishStore
+
+__all__ = ["JobStore", "Publish", "PublishState", "PublishStore", "make_engine", "sqlite_url", "upgrade"]
