@@ -13,13 +13,23 @@ from hubferry.config import load_settings
 from hubferry.console import PushBar, err, exit_code, print_error, print_json
 from hubferry.errors import HubferryError
 from hubferry.hub import CardInfo, publish
+from hubferry.jobs_cli import cancel, jobs_app, logs_app, retry, train, watch, worker
 from hubferry.registry.cli import hub_app
+from hubferry.secrets.cli import secrets_app
 
 app = typer.Typer(
     name="hubferry", no_args_is_help=True, add_completion=False,
     help="From training data to a published, verified model on the Hugging Face Hub.",
 )
 app.add_typer(hub_app, name="hub", help="The built-in Hugging Face Hub-compatible registry.")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(logs_app, name="logs")
+app.add_typer(secrets_app, name="secrets", help="Per-user encrypted secrets (hf_token, hf_username).")
+app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(train)
+app.command()(watch)
+app.command()(cancel)
+app.command()(retry)
+app.command()(worker)
 
 
 @app.callback()

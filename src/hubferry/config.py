@@ -43,6 +43,19 @@ class Settings(BaseSettings):
     xet: Literal["auto", "on", "off"] = "auto"
     log_json: bool = False
 
+    #: Job store; default SQLite (WAL) under ``home``. PostgreSQL: ``postgresql://...``.
+    database_url: str | None = None
+    #: Task queue; default Huey on SQLite under ``home``. Several machines: ``redis://host:6379/0``.
+    queue_url: str | None = None
+    #: Consumer threads of one ``hubferry worker``.
+    worker_threads: int = Field(default=2, ge=1)
+    #: How often the reconciler re-dispatches stuck work.
+    reconcile_interval_s: float = Field(default=60.0, gt=0)
+    #: A publish lease lives this long without a heartbeat; heartbeats come every third of it.
+    publish_lease_ttl_s: float = Field(default=90.0, gt=0)
+    #: After SIGTERM, a cancelled trainer gets this long before SIGKILL.
+    cancel_grace_s: float = Field(default=10.0, ge=0)
+
     #: HTTP timeouts (seconds). huggingface_hub 2.x sets none, so a stalled socket hangs forever.
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
@@ -76,6 +89,10 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
         return (init_settings, env_settings, toml)
+
+    def resolved_database_url(self) -> str:
+        """The job store URL: setting, else SQLite under ``home``."""
+        return self.database_url or f"sqlite:///{self.home / 'hubferry.db'}"
 
     def resolved_endpoint(self) -> str:
         """The Hub endpoint: setting, then HF_ENDPOINT, then huggingface.co."""

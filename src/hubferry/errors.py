@@ -28,6 +28,7 @@ CATEGORIES = (
     "service_error",
     "file_error",
     "timeout",
+    "training_error",
     "internal",
 )
 

@@ -35,9 +35,22 @@ def _redact_processor(_logger: Any, _name: str, event: dict[str, Any]) -> dict[s
     return {k: redact(v) if isinstance(v, str) else v for k, v in event.items()}
 
 
+class _RedactingFilter(logging.Filter):
+    """Redacts records of libraries we call (huggingface_hub logs signed URLs when it retries)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        return True
+
+
 def configure(*, json: bool = False, verbose: bool = False) -> None:
     """Send structlog (and stdlib logging) to stderr; DEBUG with ``verbose``."""
     level = logging.DEBUG if verbose else logging.INFO
+    hub_logger = logging.getLogger("huggingface_hub")
+    if not any(isinstance(f, _RedactingFilter) for f in hub_logger.filters):
+        hub_logger.addFilter(_RedactingFilter())
+    # Our own retry lines say the same with context; the library's are noise unless --verbose.
+    hub_logger.setLevel(logging.DEBUG if verbose else logging.ERROR)
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[

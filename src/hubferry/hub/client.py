@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import httpx2
 from huggingface_hub import HfApi, constants
-from huggingface_hub.utils import close_session, set_client_factory
+from huggingface_hub.utils import close_session, disable_progress_bars, set_client_factory
 from huggingface_hub.utils._http import hf_request_event_hook
 
 from hubferry.config import Settings
@@ -144,6 +144,7 @@ def make_api(settings: Settings, *, endpoint: str, token: str, verbose: bool = F
     """An :class:`HfApi` for ``endpoint`` with hubferry's transport; the token is registered for redaction."""
     register_secret(token)
     configure_http(settings, verbose=verbose)
+    disable_progress_bars()  # hubferry reports progress itself
     # huggingface_hub reads this constant at call time; it is the documented way to force plain LFS.
     constants.HF_HUB_DISABLE_XET = not use_xet(settings, endpoint)
     return HfApi(endpoint=endpoint, token=token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ class Publication:
     bytes_uploaded: int
     commits_created: int
     elapsed_s: float
-    verified: bool = field(default=True)
+    verified: bool = field(default=False)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -64,6 +65,7 @@ def publish(
     progress: ProgressCallback = ignore,
     settings: Settings | None = None,
     verbose: bool = False,
+    verify_after: bool = True,
 ) -> Publication:
     """Publish ``folder`` to ``repo_id`` and verify it by reading it back.
 
@@ -82,9 +84,12 @@ def publish(
         progress: called with :class:`PushProgress` events.
         settings: defaults to :func:`hubferry.config.load_settings`.
         verbose: log every HTTP request and response (token and signed URLs redacted).
+        verify_after: read back and compare before returning (the default). Callers that record
+            the commit before verifying pass False, then call :func:`verify_publication`.
 
     Returns:
-        The :class:`Publication`, only once every file was read back with matching size and hash.
+        The :class:`Publication`; ``verified`` only once every file was read back with matching
+        size and hash.
 
     Raises:
         ValidationError: bad input (nothing was sent).
@@ -99,10 +104,7 @@ def publish(
     token = preflight.resolve_token(token or (settings.token.get_secret_value() if settings.token else None))
     revision = revision or "main"
     namespace, _name = preflight.check_repo_id(repo_id)
-    policy = retry.RetryPolicy(
-        max_attempts=settings.max_attempts, base_delay=settings.retry_base_delay,
-        max_delay=settings.retry_max_delay, retry_after_cap=settings.retry_after_cap,
-    )
+    policy = retry.RetryPolicy.from_settings(settings)
     progress(PushProgress("preflight", 0, 0, 0, 0, f"checking {folder}"))
     paths = manifest.select_paths(folder, include, exclude)
     preflight.check_sizes({rel: local.stat().st_size for local, rel in paths}, settings.max_file_size)
@@ -110,15 +112,9 @@ def publish(
     api = make_api(settings, endpoint=endpoint, token=token, verbose=verbose)
     preflight.check_write_access(api, namespace, policy)
 
-    generated: list[LocalFile] = []
-    if "README.md" not in {rel for _, rel in paths}:
-        info = cards.complete_from_folder(card or cards.CardInfo(), folder)
-        generated.append(manifest.from_bytes("README.md", cards.render(info, repo_id).encode()))
-
     total = sum(local.stat().st_size for local, _ in paths)
     progress(PushProgress("hashing", 0, total, 0, len(paths), "hashing files"))
-    files = manifest.build(folder, include=include, exclude=exclude, git_sha1_limit=settings.regular_file_limit)
-    files = sorted(files + generated, key=lambda f: f.path_in_repo)
+    files = local_manifest(folder, repo_id, card=card, include=include, exclude=exclude, settings=settings)
     if not allow_secrets:
         secret_scan.refuse(secret_scan.scan(files, max_bytes=settings.secret_scan_max_bytes, extra=[token]))
 
@@ -139,14 +135,46 @@ def publish(
     )
     result = uploader.run(files, message or f"Upload {folder.name} with hubferry")
 
-    progress(PushProgress("verifying", bytes_total, bytes_total, len(files), len(files), "reading back"))
-    verify(api, repo_id, repo_type, result.commit_sha, files, policy)
     publication = Publication(
         repo_id=repo_id, repo_url=repo_url, revision=revision, commit_sha=result.commit_sha, files=files,
         bytes_uploaded=result.bytes_uploaded, commits_created=result.commits_created,
-        elapsed_s=round(time.monotonic() - started, 3),
+        elapsed_s=round(time.monotonic() - started, 3), verified=False,
+    )
+    if not verify_after:
+        return publication
+    progress(PushProgress("verifying", bytes_total, bytes_total, len(files), len(files), "reading back"))
+    verify(api, repo_id, repo_type, result.commit_sha, files, policy)
+    publication = dataclasses.replace(
+        publication, verified=True, elapsed_s=round(time.monotonic() - started, 3)
     )
     progress(PushProgress("done", bytes_total, bytes_total, len(files), len(files), publication.repo_url))
     log.info("published", repo_id=repo_id, commit=result.commit_sha, files=len(files),
              bytes_uploaded=result.bytes_uploaded, commits=result.commits_created)
     return publication
+
+
+def verify_publication(
+    publication: Publication, *, endpoint: str, token: str, settings: Settings, repo_type: str = "model"
+) -> Publication:
+    """Read ``publication`` back from the Hub; returns it marked verified, or raises VerificationError."""
+    api = make_api(settings, endpoint=endpoint, token=token)
+    policy = retry.RetryPolicy.from_settings(settings)
+    verify(api, publication.repo_id, repo_type, publication.commit_sha, publication.files, policy)
+    return dataclasses.replace(publication, verified=True)
+
+
+def local_manifest(
+    folder: Path,
+    repo_id: str,
+    *,
+    card: cards.CardInfo | None = None,
+    include: list[str] | tuple[str, ...] = (),
+    exclude: list[str] | tuple[str, ...] = (),
+    settings: Settings,
+) -> list[LocalFile]:
+    """Every file a push of ``folder`` publishes, hashed: the folder's files plus a generated card."""
+    files = manifest.build(folder, include=include, exclude=exclude, git_sha1_limit=settings.regular_file_limit)
+    if "README.md" not in {f.path_in_repo for f in files}:
+        info = cards.complete_from_folder(card or cards.CardInfo(), folder)
+        files.append(manifest.from_bytes("README.md", cards.render(info, repo_id).encode()))
+    return sorted(files, key=lambda f: f.path_in_repo)

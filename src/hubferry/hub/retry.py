@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from hubferry.config import Settings
 from hubferry.errors import HubferryError, TransientError
 from hubferry.hub.failures import classify
 from hubferry.logs import get_logger
@@ -25,6 +26,13 @@ class RetryPolicy:
     max_delay: float = 30.0
     retry_after_cap: float = 300.0
     sleep: Callable[[float], None] = time.sleep
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(
+            max_attempts=settings.max_attempts, base_delay=settings.retry_base_delay,
+            max_delay=settings.retry_max_delay, retry_after_cap=settings.retry_after_cap,
+        )
 
     def delay(self, attempt: int, error: HubferryError) -> float:
         """Seconds to wait after failed ``attempt`` (1-based): full jitter, or the server's Retry-After."""
