@@ -1,0 +1,314 @@
+"""``/api`` routes that read or manage repos: whoami, create/delete, info, tree, paths-info, refs, commits."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import Row
+
+from . import storage
+from .auth import require_user, require_write
+from .context import RegistryContext, base_url, caller, context, param, repo_type
+from .gitobjects import lfs_pointer
+from .httperrors import HubHTTPError, entry_not_found
+from .repos import URL_PREFIXES, Repo
+
+router = APIRouter()
+
+REPO = "/api/{rtype}/{ns}/{name}"
+
+
+def iso(ts: float) -> str:
+    """Hub-style timestamp: ``2026-01-01T00:00:00.000Z``."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts * 1000) % 1000:03d}Z"
+
+
+def entry_json(row: Row[Any], last_commits: dict[str, Row[Any]] | None = None) -> dict[str, Any]:
+    """A tree / paths-info entry in the Hub's shape (never with ``xetHash``)."""
+    item: dict[str, Any] = {"type": row.kind, "oid": row.oid, "size": row.size, "path": row.path}
+    if row.kind == "file" and row.lfs:
+        item["lfs"] = {"oid": row.sha256, "size": row.size, "pointerSize": len(lfs_pointer(row.sha256, row.size))}
+    if last_commits is not None and row.last_commit_oid in last_commits:
+        commit = last_commits[row.last_commit_oid]
+        item["lastCommit"] = {"id": commit.oid, "title": commit.title, "date": iso(commit.created_at)}
+    return item
+
+
+# -- identity and repo lifecycle --------------------------------------------------------------------
+
+
+@router.get("/api/whoami-v2")
+def whoami(request: Request) -> dict[str, Any]:
+    principal = caller(request)
+    user = require_user(principal)
+    return {
+        "type": "user",
+        "id": user,
+        "name": user,
+        "fullname": user,
+        "email": None,
+        "emailVerified": False,
+        "isPro": False,
+        "orgs": [],
+        "auth": {
+            "type": "access_token",
+            "accessToken": {"displayName": principal.token_name, "role": principal.role},
+        },
+    }
+
+
+@router.post("/api/repos/create")
+async def create_repo(request: Request) -> JSONResponse:
+    ctx = context(request)
+    principal = caller(request)
+    body = await _json_body(request)
+    user = require_write(principal)
+    name = str(body.get("name") or "")
+    namespace = str(body.get("organization") or user)
+    kind = str(body.get("type") or "model")
+    if kind not in URL_PREFIXES:
+        raise HubHTTPError(400, f"Repository type {kind!r} is not supported by this registry")
+    private = body.get("visibility") == "private" or bool(body.get("private"))
+    if namespace != user:
+        raise HubHTTPError(
+            403, f"You don't have the rights to create a {kind} under the namespace {namespace!r}", code="Forbidden"
+        )
+    repo, created = ctx.repos.create(user, kind, namespace, name, private)
+    url = f"{base_url(request)}/{repo.url_path}"
+    if not created:
+        raise HubHTTPError(409, f"You already created this {kind} repo", code="Conflict", body={"url": url})
+    return JSONResponse({"url": url, "name": repo.repo_id, "id": repo.repo_id})
+
+
+@router.delete("/api/repos/delete")
+async def delete_repo(request: Request) -> dict[str, Any]:
+    ctx = context(request)
+    principal = caller(request)
+    body = await _json_body(request)
+    user = require_user(principal)
+    namespace = str(body.get("organization") or user)
+    repo = ctx.repos.writable(principal, str(body.get("type") or "model"), namespace, str(body.get("name") or ""))
+    ctx.repos.delete(repo)
+    return {}
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise HubHTTPError(400, "Request body must be JSON") from None
+    if not isinstance(body, dict):
+        raise HubHTTPError(400, "Request body must be a JSON object")
+    return body
+
+
+# -- repo reads -----------------------------------------------------------------------------------
+
+
+def readable(request: Request, rtype: str, ns: str, name: str) -> tuple[RegistryContext, Repo]:
+    """Shared prologue of the read routes: the context and the repo (404 if invisible)."""
+    ctx = context(request)
+    repo = ctx.repos.visible(caller(request), repo_type(rtype), param(ns), param(name))
+    return ctx, repo
+
+
+@router.get(REPO)
+def repo_info(request: Request, rtype: str, ns: str, name: str, blobs: bool = False) -> dict[str, Any]:
+    return _repo_info(request, rtype, ns, name, "main", blobs)
+
+
+@router.get(REPO + "/revision/{rev}")
+def repo_info_at(request: Request, rtype: str, ns: str, name: str, rev: str, blobs: bool = False) -> dict[str, Any]:
+    return _repo_info(request, rtype, ns, name, param(rev), blobs)
+
+
+def _repo_info(request: Request, rtype: str, ns: str, name: str, rev: str, blobs: bool) -> dict[str, Any]:
+    ctx, repo = readable(request, rtype, ns, name)
+    with storage.reading(ctx.engine) as conn:
+        sha = ctx.repos.resolve(conn, repo, rev)
+        head = ctx.repos.commit(conn, repo, sha)
+        files = ctx.repos.entries(conn, repo, sha, recursive=True, kind="file")
+    siblings = []
+    for row in files:
+        sibling: dict[str, Any] = {"rfilename": row.path}
+        if blobs:
+            sibling.update(size=row.size, blobId=row.oid)
+            if row.lfs:
+                pointer = len(lfs_pointer(row.sha256, row.size))
+                sibling["lfs"] = {"size": row.size, "sha256": row.sha256, "pointerSize": pointer}
+        siblings.append(sibling)
+    return {
+        "_id": f"{repo.type}-{repo.pk}",
+        "id": repo.repo_id,
+        "author": repo.namespace,
+        "sha": sha,
+        "private": repo.private,
+        "disabled": False,
+        "gated": False,
+        "downloads": 0,
+        "likes": 0,
+        "tags": [],
+        "createdAt": iso(repo.created_at),
+        "lastModified": iso(head.created_at),
+        "siblings": siblings,
+        "usedStorage": sum(row.size for row in files),
+    }
+
+
+def _page_link(request: Request, path: str, params: dict[str, Any]) -> str:
+    url = f"{base_url(request)}{path}?{urlencode(params)}"
+    return f'<{url}>; rel="next"'
+
+
+@router.get(REPO + "/tree/{rev}")
+def tree_root(
+    request: Request, rtype: str, ns: str, name: str, rev: str, recursive: bool = False, expand: bool = False,
+    cursor: int = 0,
+) -> JSONResponse:  # fmt: skip
+    return _tree(request, rtype, ns, name, rev, "", recursive, expand, cursor)
+
+
+@router.get(REPO + "/tree/{rev}/{path:path}")
+def tree_path(
+    request: Request, rtype: str, ns: str, name: str, rev: str, path: str, recursive: bool = False,
+    expand: bool = False, cursor: int = 0,
+) -> JSONResponse:  # fmt: skip
+    return _tree(request, rtype, ns, name, rev, path, recursive, expand, cursor)
+
+
+def _tree(
+    request: Request, rtype: str, ns: str, name: str, rev: str, path: str, recursive: bool, expand: bool, cursor: int
+) -> JSONResponse:
+    ctx, repo = readable(request, rtype, ns, name)
+    revision, under = param(rev), param(path).strip("/")
+    settings = ctx.settings
+    page_size = settings.tree_expand_page_size if expand else settings.tree_page_size
+    with storage.reading(ctx.engine) as conn:
+        sha = ctx.repos.resolve(conn, repo, revision)
+        if under:
+            folder = ctx.repos.entry(conn, repo, sha, under)
+            if folder is None or folder.kind != "directory":
+                raise entry_not_found(under, sha)
+        rows = ctx.repos.entries(
+            conn, repo, sha, under=under, recursive=recursive, offset=max(cursor, 0), limit=page_size + 1
+        )
+        last = ctx.repos.last_commits(conn, repo, (r.last_commit_oid for r in rows)) if expand else None
+    headers = {"X-Repo-Commit": sha}
+    if len(rows) > page_size:
+        rows = rows[:page_size]
+        quoted = quote(revision, safe="") + (f"/{quote(under, safe='')}" if under else "")
+        params = {"recursive": str(recursive).lower(), "expand": str(expand).lower(), "cursor": cursor + page_size}
+        headers["Link"] = _page_link(request, f"/api/{rtype}/{ns}/{name}/tree/{quoted}", params)
+    return JSONResponse([entry_json(r, last) for r in rows], headers=headers)
+
+
+@router.post(REPO + "/paths-info/{rev}")
+async def paths_info(request: Request, rtype: str, ns: str, name: str, rev: str) -> JSONResponse:
+    ctx, repo = readable(request, rtype, ns, name)
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/json"):
+        body = await request.json()
+        paths, expand = list(body.get("paths") or []), bool(body.get("expand"))
+    else:
+        form = await request.form()
+        paths = [str(p) for p in form.getlist("paths")]
+        expand = str(form.get("expand", "false")).lower() in ("1", "true")
+    if len(paths) > 1000:
+        raise HubHTTPError(413, "Too many paths: at most 1000 per request")
+    wanted = [p.strip("/") for p in paths]
+    with storage.reading(ctx.engine) as conn:
+        sha = ctx.repos.resolve(conn, repo, param(rev))
+        rows = ctx.repos.entries(conn, repo, sha, paths=wanted)
+        last = ctx.repos.last_commits(conn, repo, (r.last_commit_oid for r in rows)) if expand else None
+    return JSONResponse([entry_json(r, last) for r in rows], headers={"X-Repo-Commit": sha})
+
+
+@router.get(REPO + "/refs")
+def list_refs(request: Request, rtype: str, ns: str, name: str, include_prs: bool = False) -> dict[str, Any]:
+    ctx, repo = readable(request, rtype, ns, name)
+    out: dict[str, list[dict[str, str]]] = {"branches": [], "converts": [], "tags": [], "pullRequests": []}
+    for ref in ctx.repos.refs(repo):
+        kind = {"branch": "branches", "tag": "tags", "pr": "pullRequests"}[ref.kind]
+        full = ref.name if ref.kind == "pr" else f"refs/{'heads' if ref.kind == 'branch' else 'tags'}/{ref.name}"
+        out[kind].append({"name": ref.name, "ref": full, "targetCommit": ref.commit_oid})
+    if not include_prs:
+        del out["pullRequests"]
+    return out
+
+
+@router.get(REPO + "/commits/{rev}")
+def list_commits(request: Request, rtype: str, ns: str, name: str, rev: str, p: int = 0) -> JSONResponse:
+    ctx, repo = readable(request, rtype, ns, name)
+    history = ctx.repos.commits(repo, param(rev))
+    size = ctx.settings.commits_page_size
+    page = history[p * size : (p + 1) * size]
+    items = [
+        {
+            "id": c.oid,
+            "authors": [{"user": c.author, "avatar": None}],
+            "date": iso(c.created_at),
+            "title": c.title,
+            "message": c.message,
+        }
+        for c in page
+    ]
+    headers = {"X-Total-Count": str(len(history))}
+    if (p + 1) * size < len(history):
+        headers["Link"] = _page_link(request, f"/api/{rtype}/{ns}/{name}/commits/{quote(param(rev), safe='')}",
+                                     {"p": p + 1})  # fmt: skip
+    return JSONResponse(items, headers=headers)
+
+
+# -- branches and tags ----------------------------------------------------------------------------
+
+
+@router.post(REPO + "/branch/{branch}")
+async def create_branch(request: Request, rtype: str, ns: str, name: str, branch: str) -> dict[str, Any]:
+    ctx = context(request)
+    repo = ctx.repos.writable(caller(request), repo_type(rtype), param(ns), param(name))
+    body = await request.json() if await request.body() else {}
+    ctx.repos.create_ref(repo, param(branch), "branch", (body or {}).get("startingPoint"))
+    return {}
+
+
+@router.delete(REPO + "/branch/{branch}")
+def delete_branch(request: Request, rtype: str, ns: str, name: str, branch: str) -> dict[str, Any]:
+    ctx = context(request)
+    repo = ctx.repos.writable(caller(request), repo_type(rtype), param(ns), param(name))
+    ctx.repos.delete_ref(repo, param(branch), "branch")
+    return {}
+
+
+@router.post(REPO + "/tag/{rev}")
+async def create_tag(request: Request, rtype: str, ns: str, name: str, rev: str) -> dict[str, Any]:
+    ctx = context(request)
+    repo = ctx.repos.writable(caller(request), repo_type(rtype), param(ns), param(name))
+    body = await _json_body(request)
+    ctx.repos.create_ref(repo, str(body.get("tag") or ""), "tag", param(rev))
+    return {}
+
+
+@router.delete(REPO + "/tag/{tag}")
+def delete_tag(request: Request, rtype: str, ns: str, name: str, tag: str) -> dict[str, Any]:
+    ctx = context(request)
+    repo = ctx.repos.writable(caller(request), repo_type(rtype), param(ns), param(name))
+    ctx.repos.delete_ref(repo, param(tag), "tag")
+    return {}
+
+
+# -- Xet is not offered -----------------------------------------------------------------------------
+
+
+@router.get(REPO + "/xet-write-token/{rev}")
+@router.get(REPO + "/xet-read-token/{rev}")
+def xet_token(rtype: str, ns: str, name: str, rev: str) -> None:
+    raise HubHTTPError(
+        404,
+        "This registry does not support Xet storage: set HF_HUB_DISABLE_XET=1 "
+        "(or huggingface_hub.constants.HF_HUB_DISABLE_XET = True) to upload through LFS",
+        code="XetNotSupported",
+    )
