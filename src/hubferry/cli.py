@@ -13,7 +13,7 @@ from hubferry.config import load_settings
 from hubferry.console import PushBar, err, exit_code, print_error, print_json
 from hubferry.errors import HubferryError
 from hubferry.hub import CardInfo, publish
-from hubferry.jobs_cli import cancel, jobs_app, logs_app, retry, train, watch, worker
+from hubferry.jobs_cli import cancel, jobs_app, logs_app, retry, serve, train, watch, worker
 from hubferry.registry.cli import hub_app
 from hubferry.secrets.cli import secrets_app
 
@@ -30,6 +30,7 @@ app.command()(watch)
 app.command()(cancel)
 app.command()(retry)
 app.command()(worker)
+app.command()(serve)
 
 
 @app.callback()

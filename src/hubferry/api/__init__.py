@@ -1,0 +1,1 @@
+"""The REST API (FastAPI): jobs, their progress and timeline, cancel and retry."""

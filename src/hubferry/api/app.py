@@ -1,0 +1,81 @@
+"""``hubferry serve``: the REST API plus an in-process task consumer (the embedded default)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from hubferry.errors import HubferryError, ValidationError
+from hubferry.services import control
+from hubferry.services.context import Context
+from hubferry.services.views import job_dict
+
+#: Status codes for errors crossing the API.
+_STATUS = {ValidationError: 400}
+
+
+def create_app(ctx: Context, *, run_consumer: bool = True) -> FastAPI:
+    """The API over ``ctx``; with ``run_consumer`` it also executes queued tasks in this process."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = None
+        if run_consumer:
+            stop = _start_embedded_worker(ctx)
+        try:
+            yield
+        finally:
+            if stop is not None:
+                stop()
+
+    app = FastAPI(title="hubferry", version="0.1.0", lifespan=lifespan)
+
+    @app.exception_handler(HubferryError)
+    async def _error(_request: Request, exc: HubferryError) -> JSONResponse:
+        status = 404 if "no job" in exc.message else _STATUS.get(type(exc), 500 if not exc.retryable else 503)
+        return JSONResponse({"error": exc.to_dict()}, status_code=status)
+
+    @app.get("/api/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/api/jobs")
+    def list_jobs(limit: int = 50) -> dict[str, Any]:
+        return {"jobs": [job_dict(j) for j in ctx.jobs.list_jobs(limit=min(limit, 500))]}
+
+    @app.get("/api/jobs/{job_id}")
+    def get_job(job_id: str) -> dict[str, Any]:
+        return job_dict(ctx.jobs.require(job_id), ctx.jobs.events(job_id))
+
+    @app.post("/api/jobs/{job_id}/cancel")
+    def cancel_job(job_id: str) -> dict[str, Any]:
+        return job_dict(control.cancel(ctx, job_id))
+
+    @app.post("/api/jobs/{job_id}/retry")
+    def retry_job(job_id: str) -> dict[str, Any]:
+        return job_dict(control.retry(ctx, job_id))
+
+    return app
+
+
+def _start_embedded_worker(ctx: Context):
+    from hubferry.worker.queue import TaskQueue, bind_context
+    from hubferry.worker.run import Housekeeper
+
+    queue = ctx.dispatcher if isinstance(ctx.dispatcher, TaskQueue) else TaskQueue(ctx.settings)
+    ctx.dispatcher = queue
+    bind_context(ctx)
+    consumer = queue.consumer(ctx.settings.worker_threads, embedded=True)
+    housekeeper = Housekeeper(ctx)
+    consumer.start()  # starts worker threads and returns; the embedded subclass leaves signals alone
+    housekeeper.start()
+
+    def stop() -> None:
+        housekeeper.stop()
+        consumer.stop(graceful=True)
+
+    return stop

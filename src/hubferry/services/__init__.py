@@ -1,0 +1,1 @@
+"""Orchestration: launch, observe and publish jobs (calls the domain, then the adapters)."""

@@ -1,0 +1,21 @@
+"""Turn tracker snapshots and push events into the job's stored progress."""
+
+from __future__ import annotations
+
+from hubferry.domain.jobs import StageProgress
+from hubferry.domain.progress import overall_percent
+from hubferry.tracking import Snapshot
+
+
+def from_snapshot(snapshot: Snapshot) -> StageProgress:
+    """Training progress: the overall bar (5–95 % while training) plus step, loss and ETA."""
+    return StageProgress(
+        stage=snapshot.stage, percent=round(snapshot.overall_percent, 2), step=snapshot.step,
+        total_steps=snapshot.total_steps, loss=snapshot.loss, eta_seconds=snapshot.eta_seconds,
+    )
+
+
+def for_stage(stage: str, fraction: float | None = None, eta_seconds: float | None = None) -> StageProgress:
+    """Progress of a non-training stage (``starting``, ``publishing``, ``verifying``)."""
+    percent = None if fraction is None else max(0.0, min(100.0, fraction * 100))
+    return StageProgress(stage=stage, percent=round(overall_percent(stage, percent), 2), eta_seconds=eta_seconds)
