@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Set up and run the whole test suite (unit, integration, e2e).
+# Set up and run the whole test suite (unit, integration, e2e; browser tests when present).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HUBFERRY_EXTRAS=dev,train scripts/setup.sh
 scripts/services.sh
+if compgen -G "tests/browser/test_*.py" >/dev/null && ! command -v chromium >/dev/null; then
+  echo "installing Debian's chromium for the browser tests" >&2
+  (apt-get update -qq && apt-get install -y -qq chromium) >&2
+fi
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

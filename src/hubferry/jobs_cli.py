@@ -66,7 +66,7 @@ def watch_job(ctx: Context, job_id: str, *, show: bool = True, until: threading.
             bar.update(task, completed=p.percent or 0, eta=_format_eta(p.eta_seconds),
                        description=f"{job.state.value}{step}{loss}")
             if job.log_path:
-                tail.plain = log_tail(Path(job.log_path), lines=4)
+                tail.plain = log_tail(Path(job.log_path), lines=4) + "\n"
             if _ended(job) or (until is not None and until.is_set()):
                 return ctx.jobs.require(job_id)
             time.sleep(WATCH_INTERVAL_S)
@@ -83,8 +83,10 @@ class _Null:
 def _summary(job: Job) -> None:
     if job.state is JobState.PUBLISHED:
         err.print(f"[green]published and verified[/]: {job.repo_url} (commit {job.commit_sha})")
-        err.print(f"download it back: hf download {job.repo_id}   or in Python: "
-                  f"huggingface_hub.snapshot_download({job.repo_id!r})")
+        endpoint = job.params.get("hub_endpoint", "")
+        prefix = "" if endpoint.endswith("huggingface.co") else f"HF_ENDPOINT={endpoint} "
+        err.print(f"download it back: {prefix}hf download {job.repo_id}   or in Python: "
+                  f"huggingface_hub.snapshot_download({job.repo_id!r}, endpoint={endpoint!r})", markup=False)
     elif job.state is JobState.TRAINED:
         err.print(f"[yellow]trained, not published[/]: no Hub token configured; weights kept in {job.output_dir}. "
                   f"Set one (`hubferry secrets set hf_token`) and run `hubferry retry {job.id}`.")
