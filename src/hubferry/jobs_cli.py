@@ -19,7 +19,7 @@ from hubferry.config import load_settings
 from hubferry.console import err, exit_code, print_error, print_json
 from hubferry.domain.jobs import FINAL_STATES, RESTING_STATES, Job, JobState
 from hubferry.domain.naming import slugify
-from hubferry.errors import HubferryError
+from hubferry.errors import HubferryError, ValidationError
 from hubferry.services import control, launch
 from hubferry.services.context import Context, open_context
 from hubferry.services.training import log_tail
@@ -121,8 +121,8 @@ def train(
     command = list(typer_ctx.args)
     try:
         if not local:
-            raise HubferryError("only --local training is available here", category="validation",
-                                hint="add --local; cloud trainers (Replicate, RunPod) come later")
+            raise ValidationError("only --local training is available here",
+                                  hint="add --local; cloud trainers (Replicate, RunPod) come later")
         ctx = open_context(load_settings())
         job_name = name or (Path(command[-1]).stem if command else "model")
         out = output or ctx.settings.home / "outputs" / slugify(job_name)
@@ -172,8 +172,8 @@ def jobs_list(
         ctx = open_context()
         states = [JobState(s) for s in state] if state else None
     except ValueError:
-        raise _fail(HubferryError(f"unknown state in {state}", category="validation",
-                                  hint="one of " + ", ".join(s.value for s in JobState)), json_output) from None
+        raise _fail(ValidationError(f"unknown state in {state}", hint="one of " + ", ".join(s.value for s in JobState)),
+                    json_output) from None
     except HubferryError as error:
         raise _fail(error, json_output) from None
     jobs = ctx.jobs.list_jobs(states=states, limit=limit)
