@@ -57,7 +57,7 @@ def log_tail(path: Path, lines: int = TAIL_LINES) -> str:
         text = path.read_bytes()[-64_000:].decode("utf-8", errors="replace")
     except OSError:
         return ""
-    rows = [r.split("\r")[-1] for r in text.splitlines() if r.strip()]
+    rows = [r.rstrip("\r").split("\r")[-1] for r in text.split("\n") if r.strip()]
     return redact("\n".join(rows[-lines:]))
 
 

@@ -13,6 +13,10 @@ from hubferry.errors import ValidationError
 from hubferry.trainers.base import RunState, RunStatus
 
 
+#: How long to wait for the kernel to finish off a SIGKILLed process group.
+_KILL_WAIT_S = 5.0
+
+
 class LocalTrainer:
     """Wraps ``command``; stdout and stderr go (merged, unbuffered) to a log file."""
 
@@ -76,8 +80,13 @@ def terminate_group(pid: int, grace_s: float, reap: Callable[[], object] | None 
             return
         time.sleep(0.1)
     _signal_group(pid, signal.SIGKILL)
-    if reap is not None:
-        reap()
+    deadline = time.monotonic() + _KILL_WAIT_S
+    while time.monotonic() < deadline:  # SIGKILL is delivered asynchronously
+        if reap is not None:
+            reap()
+        if not group_alive(pid):
+            return
+        time.sleep(0.02)
 
 
 def _signal_group(pid: int, sig: int) -> bool:
