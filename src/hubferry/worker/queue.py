@@ -16,6 +16,8 @@ from hubferry.config import Settings
 from hubferry.logs import get_logger
 
 log = get_logger(__name__)
+#: Longest pause between queue polls of an idle consumer (Huey's default of 10 s delays publishes).
+CONSUMER_MAX_POLL_S = 1.0
 
 
 def make_huey(settings: Settings) -> Huey:
@@ -50,7 +52,10 @@ class TaskQueue:
     def consumer(self, workers: int, *, embedded: bool = False) -> Consumer:
         """A consumer with thread workers; ``embedded`` leaves signals to the host (``hubferry serve``)."""
         cls = _EmbeddedConsumer if embedded else Consumer
-        return cls(self.huey, workers=workers, worker_type="thread", periodic=False, check_worker_health=True)
+        return cls(
+            self.huey, workers=workers, worker_type="thread", periodic=False, check_worker_health=True,
+            max_delay=CONSUMER_MAX_POLL_S,
+        )
 
 
 class _EmbeddedConsumer(Consumer):
