@@ -30,7 +30,7 @@ def test_manifest_hashes_match_hashlib_and_git(tmp_path):
     (tmp_path / "empty").write_bytes(b"")
     (tmp_path / ".git").mkdir()
     (tmp_path / ".git" / "HEAD").write_text("ref")
-    files = {f.path_in_repo: f for f in manifest.build(tmp_path, git_sha1_limit=10)}
+    files = {f.path_in_repo: f for f in manifest.build(manifest.select_paths(tmp_path), git_sha1_limit=10)}
     assert set(files) == {"sub/a.txt", "empty"}
     assert files["sub/a.txt"].sha256 == hashlib.sha256(b"hello\n").hexdigest()
     # `git hash-object` of "hello\n" and of the empty blob:
@@ -43,16 +43,16 @@ def test_manifest_include_exclude_and_large_files_skip_sha1(tmp_path):
     (tmp_path / "notes.log").write_text("log")
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "ckpt" / "s.bin").write_bytes(b"y")
-    files = manifest.build(tmp_path, exclude=["*.log", "ckpt"], git_sha1_limit=10)
+    files = manifest.build(manifest.select_paths(tmp_path, exclude=["*.log", "ckpt"]), git_sha1_limit=10)
     assert [f.path_in_repo for f in files] == ["w.safetensors"]
     assert files[0].git_sha1 is None
-    only = manifest.build(tmp_path, include=["ckpt/*"], git_sha1_limit=10)
+    only = manifest.build(manifest.select_paths(tmp_path, include=["ckpt/*"]), git_sha1_limit=10)
     assert [f.path_in_repo for f in only] == ["ckpt/s.bin"]
 
 
 def test_manifest_refuses_a_missing_folder(tmp_path):
     with pytest.raises(ValidationError, match="is not a folder"):
-        manifest.build(tmp_path / "nope", git_sha1_limit=1)
+        manifest.select_paths(tmp_path / "nope")
 
 
 def _files(*sizes):
@@ -78,7 +78,7 @@ def test_secret_scan_finds_each_kind_with_file_and_line(tmp_path):
     ])
     (tmp_path / "config.yaml").write_text(text)
     (tmp_path / "weights.bin").write_bytes(("hf_" + "a" * 34).encode())
-    files = manifest.build(tmp_path, git_sha1_limit=1 << 20)
+    files = manifest.build(manifest.select_paths(tmp_path), git_sha1_limit=1 << 20)
     findings = secret_scan.scan(files, max_bytes=1 << 20)
     assert [(f.path, f.line) for f in findings] == [("config.yaml", n) for n in (2, 3, 4, 5, 6)]
     with pytest.raises(ValidationError) as info:

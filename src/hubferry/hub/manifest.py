@@ -89,16 +89,8 @@ def select_paths(folder: Path, include: Sequence[str] = (), exclude: Sequence[st
     return selected
 
 
-def build(
-    folder: Path,
-    *,
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
-    git_sha1_limit: int,
-    threads: int = 2,
-) -> list[LocalFile]:
-    """Hash every selected file of ``folder`` (in parallel: hashlib releases the GIL)."""
-    paths = select_paths(folder, include, exclude)
+def build(paths: list[tuple[Path, str]], *, git_sha1_limit: int, threads: int = 2) -> list[LocalFile]:
+    """Hash the ``(local path, path in repo)`` pairs of :func:`select_paths` (in parallel: hashlib releases the GIL)."""
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         return list(pool.map(lambda item: hash_file(item[0], item[1], git_sha1_limit), paths))
 

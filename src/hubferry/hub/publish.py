@@ -114,7 +114,7 @@ def publish(
 
     total = sum(local.stat().st_size for local, _ in paths)
     progress(PushProgress("hashing", 0, total, 0, len(paths), "hashing files"))
-    files = local_manifest(folder, repo_id, card=card, include=include, exclude=exclude, settings=settings)
+    files = local_manifest(folder, repo_id, card=card, paths=paths, settings=settings)
     if not allow_secrets:
         secret_scan.refuse(secret_scan.scan(files, max_bytes=settings.secret_scan_max_bytes, extra=[token]))
 
@@ -168,12 +168,12 @@ def local_manifest(
     repo_id: str,
     *,
     card: cards.CardInfo | None = None,
-    include: list[str] | tuple[str, ...] = (),
-    exclude: list[str] | tuple[str, ...] = (),
+    paths: list[tuple[Path, str]] | None = None,
     settings: Settings,
 ) -> list[LocalFile]:
-    """Every file a push of ``folder`` publishes, hashed: the folder's files plus a generated card."""
-    files = manifest.build(folder, include=include, exclude=exclude, git_sha1_limit=settings.regular_file_limit)
+    """Every file a push of ``folder`` publishes, hashed: its files (all, or ``paths``) plus a generated card."""
+    selected = manifest.select_paths(folder) if paths is None else paths
+    files = manifest.build(selected, git_sha1_limit=settings.regular_file_limit)
     if "README.md" not in {f.path_in_repo for f in files}:
         info = cards.complete_from_folder(card or cards.CardInfo(), folder)
         files.append(manifest.from_bytes("README.md", cards.render(info, repo_id).encode()))

@@ -12,7 +12,6 @@ from pathlib import Path
 from hubferry.errors import ValidationError
 from hubferry.trainers.base import RunState, RunStatus
 
-
 #: How long to wait for the kernel to finish off a SIGKILLed process group.
 _KILL_WAIT_S = 5.0
 
