@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     #: Task queue; default Huey on SQLite under ``home``. Several machines: ``redis://host:6379/0``.
     queue_url: str | None = None
+    #: Queue name: deployments sharing one Redis database must use different names.
+    queue_name: str = "hubferry"
     #: Consumer threads of one ``hubferry worker``.
     worker_threads: int = Field(default=2, ge=1)
     #: How often the reconciler re-dispatches stuck work.

@@ -117,10 +117,13 @@ class Uploader:
         return UploadResult(commit_sha=sha, commits_created=created, bytes_uploaded=sent)
 
     def _batch(self, batch: list[LocalFile], title: str) -> tuple[str, bool]:
+        # The head this batch is planned on: the commit names it as its parent, so a commit sent
+        # after someone else's (a paused worker whose lease was taken over) is refused (412).
+        parent = self._head()
         ops = [(f, _operation(f)) for f in batch]
         for group in _groups(ops, self.settings.preupload_group_bytes):
             self._preupload(group)
-        return self._commit(ops, title)
+        return self._commit(ops, title, parent)
 
     def _preupload(self, group: list[tuple[LocalFile, CommitOperationAdd]]) -> None:
         group_size = sum(f.size for f, _ in group)
@@ -128,10 +131,15 @@ class Uploader:
         self.meter.watch([f.sha256 for f, _ in group])
         wire_start = self.meter.bytes_sent
         stop = threading.Event()
+        failures: list[Exception] = []
 
         def tick() -> None:
             while not stop.wait(PROGRESS_TICK_S):
-                self._emit("uploading", base_done + min(self.meter.bytes_sent - wire_start, group_size))
+                try:
+                    self._emit("uploading", base_done + min(self.meter.bytes_sent - wire_start, group_size))
+                except Exception as exc:  # noqa: BLE001 - the caller's callback asked to stop: re-raised below
+                    failures.append(exc)
+                    return
 
         ticker = threading.Thread(target=tick, daemon=True, name="hubferry-progress")
         ticker.start()
@@ -146,6 +154,8 @@ class Uploader:
         finally:
             stop.set()
             ticker.join()
+        if failures:
+            raise failures[0]
         for f, op in group:
             # huggingface_hub records the server's decision on the operation itself.
             mode, remote_oid = op._upload_mode, op._remote_oid
@@ -169,8 +179,8 @@ class Uploader:
         )
         return info.sha
 
-    def _commit(self, ops: list[tuple[LocalFile, CommitOperationAdd]], title: str) -> tuple[str, bool]:
-        """Commit the batch unless the Hub already has every file; returns (commit sha, created)."""
+    def _commit(self, ops: list[tuple[LocalFile, CommitOperationAdd]], title: str, parent: str) -> tuple[str, bool]:
+        """Commit the batch on ``parent`` unless the Hub already has every file; returns (commit sha, created)."""
         files = [f for f, _ in ops]
         self._emit("committing", self.bytes_done, title)
         if all(op._remote_oid == op._local_oid for _, op in ops):
@@ -178,12 +188,15 @@ class Uploader:
             return self._head(), False
 
         def already_landed(_error: HubferryError) -> tuple[str, bool] | None:
+            """Before a re-send: the files may be there (our lost response, or a takeover's commit)."""
+            nonlocal parent
             try:
                 remote = fetch_remote(self.api, self.repo_id, self.repo_type, self.revision, files, self.policy)
-                if compare(files, remote):
-                    return None
                 head = self._head()
             except TransientError:
+                return None
+            if compare(files, remote):
+                parent = head  # the branch moved without our files: re-send on the new head
                 return None
             log.info("commit already landed; not re-sending", repo_id=self.repo_id, commit=head)
             return head, True
@@ -191,7 +204,7 @@ class Uploader:
         def send() -> tuple[str, bool]:
             info = self.api.create_commit(
                 self.repo_id, operations=[op for _, op in ops], commit_message=title,
-                repo_type=self.repo_type, revision=self.revision,
+                repo_type=self.repo_type, revision=self.revision, parent_commit=parent,
             )
             return info.oid, True
 

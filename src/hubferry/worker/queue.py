@@ -23,9 +23,9 @@ CONSUMER_MAX_POLL_S = 1.0
 def make_huey(settings: Settings) -> Huey:
     """Huey on Redis (``HUBFERRY_QUEUE_URL=redis://…``, many machines) or SQLite under ``home``."""
     if settings.queue_url:
-        return RedisHuey("hubferry", url=settings.queue_url, results=False, utc=True)
+        return RedisHuey(settings.queue_name, url=settings.queue_url, results=False, utc=True)
     settings.home.mkdir(parents=True, exist_ok=True)
-    return SqliteHuey("hubferry", filename=str(settings.home / "queue.db"), results=False, utc=True)
+    return SqliteHuey(settings.queue_name, filename=str(settings.home / "queue.db"), results=False, utc=True)
 
 
 class TaskQueue:
