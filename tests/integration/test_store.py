@@ -7,8 +7,6 @@ with ``CI=true``, where they fail.
 
 from __future__ import annotations
 
-import os
-import secrets
 import subprocess
 import sys
 import threading
@@ -31,7 +29,6 @@ from hubferry.store.tables import metadata
 S = JobState
 T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 TTL = timedelta(seconds=60)
-PG_URL = os.environ.get("HUBFERRY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 HUB_DOWN = ErrorInfo("service_error", "the Hub answered 500 three times", "Retry the publish later.", True)
 
 
@@ -49,36 +46,12 @@ class FakeClock:
 # -- fixtures ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def pg_admin() -> Iterator[sa.Engine]:
-    engine = make_engine(sa.make_url(PG_URL).update_query_dict({"connect_timeout": "3"}).render_as_string(False))
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as exc:
-        engine.dispose()
-        message = f"PostgreSQL unreachable at {PG_URL}: {exc.orig}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    yield engine
-    engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """The store on SQLite, then on a fresh PostgreSQL schema (``pg_url`` from conftest)."""
     if request.param == "sqlite":
-        yield sqlite_url(tmp_path / "jobs.db")
-        return
-    admin: sa.Engine = request.getfixturevalue("pg_admin")
-    schema = f"hubferry_test_{os.getpid()}_{secrets.token_hex(4)}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield sa.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        return sqlite_url(tmp_path / "jobs.db")
+    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture
