@@ -151,7 +151,11 @@ def train(
 
         runner = threading.Thread(target=run_inline, daemon=True, name="hubferry-inline-job")
         runner.start()
-        final = watch_job(ctx, job.id, show=True, until=done)
+        try:
+            watch_job(ctx, job.id, show=True, until=done)
+        except KeyboardInterrupt:  # the trainer runs in its own session: Ctrl-C must stop it too
+            err.print(f"interrupted: cancelling job {job.id}")
+            control.cancel(ctx, job.id)
         runner.join()
         final = ctx.jobs.require(job.id)
     _summary(final)

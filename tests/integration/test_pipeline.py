@@ -152,3 +152,34 @@ def test_unknown_job_is_a_clear_error(ctx):
 def test_registry_fixture_is_shared(registry):
     assert registry.endpoint.startswith("http://127.0.0.1:")
     assert testing.running_registry is not None
+
+
+def test_reconciler_fails_a_training_whose_runner_and_trainer_died(ctx, registry, alice_token, env, monkeypatch):
+    import signal
+    import subprocess
+
+    from hubferry.services import reconcile
+
+    out = env / "orphan-out"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "hubferry", "train", "--local", "--name", "orphan", "--output", str(out), "--",
+         sys.executable, FAKE, "--output", str(out), "--steps", "100000", "--step-s", "0.05"],
+        env={**os.environ, "HF_ENDPOINT": registry.endpoint, "HF_TOKEN": alice_token},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not (jobs := ctx.jobs.list_jobs(states=[JobState.TRAINING])) or jobs[0].pid is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    job = jobs[0]
+    runner.kill()  # the runner dies; the trainer (its own process group) keeps going ...
+    runner.wait()
+    assert group_alive(job.pid)
+    monkeypatch.setattr(reconcile, "ORPHAN_GRACE", reconcile.timedelta(0))
+    assert reconcile.reconcile(ctx).orphaned_trainings == 0  # ... and is left alone while it lives
+    os.killpg(job.pid, signal.SIGKILL)
+    while group_alive(job.pid):
+        time.sleep(0.02)
+    assert reconcile.reconcile(ctx).orphaned_trainings == 1
+    failed = ctx.jobs.require(job.id)
+    assert failed.state is JobState.FAILED and failed.error.retryable and "retry" in failed.error.hint

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
-from hubferry.domain.jobs import JobState
+from hubferry.domain.jobs import ErrorInfo, EventKind, JobState
 from hubferry.logs import get_logger
 from hubferry.services.context import Context
+from hubferry.trainers.local import group_alive
 
 log = get_logger(__name__)
 #: A job left in ``verifying`` this long without progress is verified again.
 VERIFY_STALL = timedelta(minutes=2)
+
+
+#: A training job whose trainer process is gone is left alone this long (its runner may be finishing).
+ORPHAN_GRACE = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -19,6 +25,7 @@ class Report:
     expired_leases: int
     pending_publishes: int
     stalled_verifications: int
+    orphaned_trainings: int
 
 
 def reconcile(ctx: Context) -> Report:
@@ -38,7 +45,33 @@ def reconcile(ctx: Context) -> Report:
     ]
     for job in stalled:
         dispatcher.publish(job.id)
-    report = Report(len(expired), len(pending), len(stalled))
-    if any((report.expired_leases, report.pending_publishes, report.stalled_verifications)):
+    orphans = _fail_orphaned_trainings(ctx, now)
+    report = Report(len(expired), len(pending), len(stalled), orphans)
+    if any(report.__dict__.values()):
         log.info("reconciled", **report.__dict__)
     return report
+
+
+def _fail_orphaned_trainings(ctx: Context, now) -> int:
+    """Fail training jobs of this host whose trainer and runner are both gone (a worker crashed).
+
+    The trainer's exit code died with its runner, so success cannot be told from failure: the job
+    fails as retryable, and the output folder is kept.
+    """
+    host = socket.gethostname()
+    failed = 0
+    for job in ctx.jobs.list_jobs(states=[JobState.TRAINING], updated_before=now - ORPHAN_GRACE, limit=1000):
+        started = [e for e in ctx.jobs.events(job.id) if e.kind is EventKind.STAGE_STARTED and e.stage == "training"]
+        if not started or started[-1].context.get("host") != host:
+            continue
+        pid = started[-1].context.get("pid")
+        if pid is None or group_alive(int(pid)):
+            continue
+        error = ErrorInfo(
+            "training_error", "the worker running this training stopped, and the trainer process is gone",
+            hint=f"outputs so far are kept in {job.output_dir}; `hubferry retry {job.id}` trains again", retryable=True,
+        )
+        if ctx.jobs.transition(job.id, JobState.TRAINING, JobState.FAILED, error=error) is not None:
+            ctx.jobs.append_event(job.id, EventKind.STAGE_FAILED, stage="training", message=error.message)
+            failed += 1
+    return failed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def run_training(ctx: Context, job_id: str) -> None:
         return
     started = time.monotonic()
     ctx.jobs.append_event(job_id, EventKind.STAGE_STARTED, stage="training",
-                          context={"pid": pid, "log_path": str(log_path)})
+                          context={"pid": pid, "host": socket.gethostname(), "log_path": str(log_path)})
     state = _follow(ctx, job_id, trainer, LogFollower(log_path), params.get("total_steps"))
     duration = round(time.monotonic() - started, 2)
     if state.status is RunStatus.CANCELLED:
