@@ -178,3 +178,13 @@ def test_before_retry_short_circuits_a_landed_commit():
 
     assert retry.call(send, what="c", endpoint="e", policy=policy, before_retry=lambda e: "landed") == "landed"
     assert len(sent) == 1
+
+
+def test_preupload_groups_keep_parallel_uploads_busy():
+    from hubferry.hub.upload import PARALLEL_UPLOADS, _groups
+
+    files = [(f, None) for f in _files(1, 2, *[100] * 12)]  # two small files, twelve "large" ones
+    groups = list(_groups(files, max_bytes=150, regular_limit=10))
+    sizes = [[f.size for f, _ in g] for g in groups]
+    assert sizes[0][:2] == [1, 2] and all(sum(s > 10 for s in g) >= PARALLEL_UPLOADS for g in sizes[:-1])
+    assert sum(len(g) for g in sizes) == 14

@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import ModelCard, ModelCardData
-
 from hubferry.errors import ValidationError
 
 #: Files in a trained folder that describe the training, read to fill the card.
@@ -60,6 +58,8 @@ def complete_from_folder(info: CardInfo, folder: Path) -> CardInfo:
 
 def render(info: CardInfo, repo_id: str) -> str:
     """The card's text: YAML metadata the Hub indexes, then a short human description."""
+    from huggingface_hub import ModelCard, ModelCardData  # imported here: heavy, and most pushes ship a card
+
     data = ModelCardData(
         base_model=info.base_model, license=info.license, tags=info.tags or None,
         instance_prompt=info.trigger_word,

@@ -14,7 +14,8 @@ from hubferry.errors import PermanentError, ValidationError
 
 #: Never published: git internals and huggingface_hub's local cache, as upload_folder does.
 ALWAYS_IGNORED = (".git", ".git/*", "*/.git/*", ".cache/huggingface/*", "*/.cache/huggingface/*")
-_CHUNK = 8 * 1024 * 1024
+#: Read size when hashing; one reused buffer per file keeps allocation out of the loop.
+_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,14 @@ def hash_file(path: Path, path_in_repo: str, git_sha1_limit: int) -> LocalFile:
     sha256 = hashlib.sha256()
     sha1 = hashlib.sha1(b"blob %d\0" % size) if size <= git_sha1_limit else None
     read = 0
+    buffer = bytearray(_CHUNK)
+    view = memoryview(buffer)
     with path.open("rb", buffering=0) as fh:
-        while chunk := fh.read(_CHUNK):
-            sha256.update(chunk)
+        while n := fh.readinto(buffer):
+            sha256.update(view[:n])
             if sha1 is not None:
-                sha1.update(chunk)
-            read += len(chunk)
+                sha1.update(view[:n])
+            read += n
     if read != size:
         raise PermanentError(
             f"{path} changed size while being read ({size} -> {read} bytes)", category="file_error",

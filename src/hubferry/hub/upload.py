@@ -27,6 +27,8 @@ from hubferry.logs import get_logger
 log = get_logger(__name__)
 #: How often the byte counter is turned into a progress event while an upload runs.
 PROGRESS_TICK_S = 0.25
+#: Files uploaded at once within a preupload call (huggingface_hub's thread count).
+PARALLEL_UPLOADS = 5
 
 
 @dataclass
@@ -53,15 +55,19 @@ def plan_batches(files: list[LocalFile], *, max_files: int, max_regular_bytes: i
     return batches
 
 
-def _groups(ops: list[tuple[LocalFile, CommitOperationAdd]], max_bytes: int) -> Iterator[list]:
+def _groups(ops: list[tuple[LocalFile, CommitOperationAdd]], max_bytes: int, regular_limit: int) -> Iterator[list]:
+    """Preupload groups: over ``max_bytes`` a group closes, but only once it holds enough LFS-sized
+    files to keep :data:`PARALLEL_UPLOADS` transfers busy (one big file per group would upload serially)."""
     group: list = []
     size = 0
+    large = 0
     for item in ops:
-        if group and size + item[0].size > max_bytes:
+        if large >= PARALLEL_UPLOADS and size + item[0].size > max_bytes:
             yield group
-            group, size = [], 0
+            group, size, large = [], 0, 0
         group.append(item)
         size += item[0].size
+        large += item[0].size > regular_limit
     if group:
         yield group
 
@@ -121,7 +127,7 @@ class Uploader:
         # after someone else's (a paused worker whose lease was taken over) is refused (412).
         parent = self._head()
         ops = [(f, _operation(f)) for f in batch]
-        for group in _groups(ops, self.settings.preupload_group_bytes):
+        for group in _groups(ops, self.settings.preupload_group_bytes, self.settings.regular_file_limit):
             self._preupload(group)
         return self._commit(ops, title, parent)
 
@@ -147,7 +153,7 @@ class Uploader:
             self._call(
                 lambda: self.api.preupload_lfs_files(
                     self.repo_id, additions=[op for _, op in group], repo_type=self.repo_type,
-                    revision=self.revision, free_memory=False,
+                    revision=self.revision, free_memory=False, num_threads=PARALLEL_UPLOADS,
                 ),
                 "upload LFS files",
             )

@@ -2,10 +2,10 @@
 
 Speaks the subset of the Hub's HTTP protocol that ``huggingface_hub`` uses with Xet disabled:
 repos, trees, preupload, LFS (basic and multipart), NDJSON commits, branches and downloads.
+The app lives in :mod:`hubferry.registry.app` (``create_app``); it is not imported here so the
+CLI starts fast for commands that do not serve.
 """
 
-from .app import create_app
-from .cli import hub_app
 from .settings import RegistrySettings
 
-__all__ = ["RegistrySettings", "create_app", "hub_app"]
+__all__ = ["RegistrySettings"]

@@ -6,11 +6,13 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from hubferry.config import Settings, load_settings
-from hubferry.secrets.vault import Vault
-from hubferry.store import JobStore, PublishStore, make_engine, upgrade
+
+if TYPE_CHECKING:
+    from hubferry.secrets.vault import Vault
+    from hubferry.store import JobStore, PublishStore
 
 
 class Dispatcher(Protocol):
@@ -37,6 +39,10 @@ class Context:
 
 def open_context(settings: Settings | None = None, dispatcher: Dispatcher | None = None) -> Context:
     """Open the job store (migrating it to the current schema) under the configured home."""
+    # Imported here: the database stack is not needed by commands that never open the job store.
+    from hubferry.secrets.vault import Vault
+    from hubferry.store import JobStore, PublishStore, make_engine, upgrade
+
     settings = settings or load_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url())
