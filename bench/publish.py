@@ -30,21 +30,20 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psutil
+
+from hubferry import testing
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Default place for the data set and the registries' data dirs (git-ignored).
@@ -59,8 +58,6 @@ GiB = 1024**3
 MB = 1_000_000
 #: Size of each os.urandom call while writing the data set.
 WRITE_CHUNK = 8 * 1024 * 1024
-#: Seconds to wait for a registry to answer /health.
-STARTUP_TIMEOUT_S = 30.0
 #: Token user, and so the namespace of every benchmark repo.
 USER = "bench"
 
@@ -161,56 +158,15 @@ class Registry:
     data_dir: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
-def registry(data_dir: Path, log_path: Path, *extra_args: str) -> Iterator[Registry]:
+def registry(data_dir: Path, log_path: Path, **settings: int) -> Iterator[Registry]:
     """A ``hubferry hub serve`` process on an empty ``data_dir``, with a write token; removed afterwards."""
     data_dir.mkdir(parents=True)
-    port = _free_port()
-    command = [
-        sys.executable, "-m", "hubferry", "hub", "serve", "--data", str(data_dir),
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *extra_args,
-    ]  # fmt: skip
-    with open(log_path, "ab") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=log, cwd=REPO_ROOT)
-    endpoint = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(endpoint, server, log_path)
-        token = subprocess.run(
-            [sys.executable, "-m", "hubferry", "hub", "token", "create", USER, "--data", str(data_dir)],
-            check=True,
-            capture_output=True,
-            text=True,
-            cwd=REPO_ROOT,
-        ).stdout.strip()
-        yield Registry(endpoint, token, psutil.Process(server.pid), data_dir)
+        with testing.registry_process(data_dir, log_path=log_path, **settings) as hub:
+            yield Registry(hub.endpoint, hub.create_token(USER), psutil.Process(hub.pid), data_dir)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
         shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def _wait_healthy(endpoint: str, server: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the registry exited with code {server.returncode}; see {log_path}")
-        try:
-            with urllib.request.urlopen(f"{endpoint}/health", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.05)
-    raise RuntimeError(f"the registry at {endpoint} did not become healthy; see {log_path}")
 
 
 class _SinkHandler(BaseHTTPRequestHandler):
@@ -372,8 +328,8 @@ def measure(
         return Run(method, repeat, wall, rss, cpu, 0.0, 0, code == 0, _detail(code, out, log_path))
 
     # Let the single floor PUT stay a basic transfer whatever the data set's size.
-    extra = ("--multipart-threshold", str(total + 1)) if method == "floor" else ()
-    with registry(registry_dir / f"registry-{method}-{repeat}", log_path, *extra) as hub:
+    extra = {"multipart_threshold": total + 1} if method == "floor" else {}
+    with registry(registry_dir / f"registry-{method}-{repeat}", log_path, **extra) as hub:
         env = _child_env(hub.endpoint, hub.token)
         if method == "hubferry":
             command = [sys.executable, "-m", "hubferry", "push", str(folder), "--repo", repo_id, "--json"]

@@ -62,6 +62,8 @@ class RunningRegistry:
     #: The fault plan, for in-thread registries (``None`` for subprocesses).
     faults: FaultPlan | None = None
     _stop: Callable[[], None] = field(default=lambda: None, repr=False)
+    #: The server's process id, for subprocess registries (``None`` in-thread).
+    pid: int | None = None
 
     def create_token(self, user: str, read_only: bool = False) -> str:
         """A new token for ``user`` (created if needed); write role unless ``read_only``."""
@@ -142,11 +144,12 @@ def _env_value(value: Any) -> str:
 
 @contextmanager
 def registry_process(
-    data_dir: str | os.PathLike[str], *, port: int | None = None, **settings: Any
+    data_dir: str | os.PathLike[str], *, port: int | None = None, log_path: Path | None = None, **settings: Any
 ) -> Iterator[RunningRegistry]:
     """Run ``hubferry hub serve`` as a separate process (``python -m hubferry.registry serve``).
 
-    Settings are passed as ``HUBFERRY_HUB_*`` environment variables; the process is terminated on exit.
+    Settings are passed as ``HUBFERRY_HUB_*`` environment variables; the server's output goes to
+    ``log_path`` when given; the process is terminated on exit.
     """
     port = port or free_port()
     config = RegistrySettings(data_dir=Path(data_dir), port=port, **settings)
@@ -156,7 +159,11 @@ def registry_process(
         sys.executable, "-m", "hubferry.registry", "serve", "--data", str(data_dir),
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
     ]  # fmt: skip
-    process = subprocess.Popen(command, env=env)
+    if log_path is None:
+        process = subprocess.Popen(command, env=env)
+    else:
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
     endpoint = f"http://127.0.0.1:{port}"
 
     def stop() -> None:
@@ -170,7 +177,7 @@ def registry_process(
 
     try:
         _wait_healthy(endpoint, process)
-        yield RunningRegistry(endpoint, Path(data_dir), config, None, stop)
+        yield RunningRegistry(endpoint, Path(data_dir), config, None, stop, pid=process.pid)
     finally:
         stop()
 
