@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -57,7 +58,7 @@ def watch_job(ctx: Context, job_id: str, *, show: bool = True, until: threading.
                    console=err, disable=not show)
     task = bar.add_task("queued", total=100, eta="")
     tail = Text()
-    with Live(Group(bar, tail), console=err, refresh_per_second=4, transient=False) if show else _Null():
+    with Live(Group(bar, tail), console=err, refresh_per_second=4, transient=False) if show else nullcontext():
         while True:
             job = ctx.jobs.require(job_id)
             p = job.progress
@@ -70,14 +71,6 @@ def watch_job(ctx: Context, job_id: str, *, show: bool = True, until: threading.
             if _ended(job) or (until is not None and until.is_set()):
                 return ctx.jobs.require(job_id)
             time.sleep(WATCH_INTERVAL_S)
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _summary(job: Job) -> None:
