@@ -321,7 +321,10 @@ def _read(conn: Connection, job_id: str) -> RowMapping | None:
 
 
 def _unknown(job_id: str) -> ValidationError:
-    return ValidationError(f"no job {job_id}", field="job_id", job_id=job_id, hint="see the job ids with `hubferry jobs list` (or GET /api/jobs)")
+    return ValidationError(
+        f"no job {job_id}", field="job_id", job_id=job_id,
+        hint="see the job ids with `hubferry jobs list` (or GET /api/jobs)",
+    )
 
 
 def _job_to_row(job: Job) -> dict[str, Any]:
