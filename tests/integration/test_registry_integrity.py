@@ -155,3 +155,32 @@ def test_validate_yaml_always_answers_json(registry: RunningRegistry, card: str,
 def test_invalid_readme_metadata_fails_upload(api: HfApi, repo_id: str) -> None:
     with pytest.raises(ValueError, match="Invalid metadata"):
         api.upload_file(path_or_fileobj=b"---\nlicense: [mit\n---\n", path_in_repo="README.md", repo_id=repo_id)
+
+
+def test_knowing_a_sha256_does_not_copy_another_namespaces_object(
+    registry: RunningRegistry, alice_token: str, bob_token: str, api: HfApi, hf_env
+) -> None:
+    secret = os.urandom(4096)
+    oid = hashlib.sha256(secret).hexdigest()
+    private = f"alice/private-{oid[:8]}"
+    api.create_repo(private, private=True)
+    api.upload_file(path_or_fileobj=secret, path_in_repo="weights.bin", repo_id=private)
+    bob = HfApi(endpoint=registry.endpoint, token=bob_token)
+    theirs = f"bob/steal-{oid[:8]}"
+    bob.create_repo(theirs)
+    # Bob's batch must ask for the bytes (it does not reveal that the object exists) ...
+    (obj,) = _batch(registry, bob_token, theirs, [{"oid": oid, "size": len(secret)}])
+    assert "upload" in obj["actions"]
+    # ... and a commit naming the object without uploading it is refused.
+    response = _commit(
+        registry, bob_token, theirs,
+        {"key": "header", "value": {"summary": "steal"}},
+        {"key": "lfsFile", "value": {"path": "stolen.bin", "algo": "sha256", "oid": oid, "size": len(secret)}},
+    )  # fmt: skip
+    assert response.status_code == 400 and "never uploaded" in response.json()["error"]
+    # Sending the bytes proves possession: then the same content is fine in Bob's repo too.
+    bob.upload_file(path_or_fileobj=secret, path_in_repo="mine.bin", repo_id=theirs)
+    assert "mine.bin" in bob.list_repo_files(theirs)
+    # Within one namespace, stored objects are not sent again.
+    again = _batch(registry, alice_token, private, [{"oid": oid, "size": len(secret)}])
+    assert "actions" not in again[0]

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -61,7 +62,7 @@ def _batch_object(request: Request, ctx: RegistryContext, repo: Repo, operation:
     base = str(request.base_url).rstrip("/")
     if ctx.settings.public_url:
         base = ctx.settings.public_url.rstrip("/")
-    stored = ctx.blobs.exists(oid, size)
+    stored = ctx.blobs.exists(oid, size) and is_granted(ctx, repo.namespace, oid)
     signer = ctx.signer
     if operation == "download":
         if not stored:
@@ -82,10 +83,12 @@ def _batch_object(request: Request, ctx: RegistryContext, repo: Repo, operation:
         for number in range(1, count + 1):
             part_size = min(chunk, size - (number - 1) * chunk)
             header[str(number)] = base + signer.sign(f"/lfs-storage/{oid}/{upload_id}/{number}", size=part_size)
-        href = base + signer.sign(f"/lfs-storage/{oid}/{upload_id}", size=size, parts=count, chunk=chunk)
+        href = base + signer.sign(
+            f"/lfs-storage/{oid}/{upload_id}", size=size, parts=count, chunk=chunk, ns=repo.namespace
+        )
         answer["actions"] = {"upload": {"href": href, "header": header}, "verify": verify}
     else:
-        href = base + signer.sign(f"/lfs-storage/{oid}", size=size)
+        href = base + signer.sign(f"/lfs-storage/{oid}", size=size, ns=repo.namespace)
         answer["actions"] = {"upload": {"href": href, "header": {}, "expires_in": signer.ttl_s}, "verify": verify}
     return answer
 
@@ -120,11 +123,12 @@ def _verify_route(rtype: str) -> Callable[..., Any]:
     async def verify(request: Request, ns: str, name: str) -> JSONResponse:
         ctx = context(request)
         principal = caller(request)
-        ctx.repos.visible(principal, rtype, param(ns), param(name))
+        repo = ctx.repos.visible(principal, rtype, param(ns), param(name))
         require_write(principal)
         body = await request.json()
         oid, size = str(body.get("oid", "")), body.get("size")
-        if not ctx.blobs.exists(oid, size if isinstance(size, int) else None):
+        stored = ctx.blobs.exists(oid, size if isinstance(size, int) else None)
+        if not stored or not is_granted(ctx, repo.namespace, oid):
             raise HubHTTPError(404, f"LFS object {oid} ({size} bytes) is not stored", code="EntryNotFound")
         return _lfs_json({"oid": oid, "size": size, "verified": True})
 
@@ -136,13 +140,27 @@ for _prefix, _rtype in (("/datasets", "dataset"), ("", "model")):
     router.add_api_route(_prefix + "/{ns}/{name}.git/info/lfs/objects/verify", _verify_route(_rtype), methods=["POST"])
 
 
-def _record_object(ctx: RegistryContext, oid: str, size: int) -> None:
+def _record_object(ctx: RegistryContext, oid: str, size: int, namespace: str) -> None:
     with storage.writing(ctx.engine) as conn:
+        now = time.time()
         conn.execute(
-            sqlite_insert(storage.lfs_objects)
-            .values(oid=oid, size=size, created_at=time.time())
+            sqlite_insert(storage.lfs_objects).values(oid=oid, size=size, created_at=now).on_conflict_do_nothing()
+        )
+        conn.execute(
+            sqlite_insert(storage.lfs_grants)
+            .values(namespace=namespace, oid=oid, created_at=now)
             .on_conflict_do_nothing()
         )
+
+
+def is_granted(ctx: RegistryContext, namespace: str, oid: str) -> bool:
+    """Whether ``namespace`` uploaded the bytes of LFS object ``oid`` (see ``storage.lfs_grants``)."""
+    g = storage.lfs_grants.c
+    with ctx.engine.connect() as conn:
+        row = conn.execute(
+            sa.select(g.oid).where(g.namespace == namespace, g.oid == oid)
+        ).first()
+    return row is not None
 
 
 async def _drain(request: Request) -> None:
@@ -154,15 +172,16 @@ async def _drain(request: Request) -> None:
 async def put_object(request: Request, oid: str) -> Response:
     """Basic transfer: the whole object in one PUT, checked against the signed size and the oid."""
     ctx = context(request)
-    size = _int(_checked_query(request), "size")
-    if ctx.blobs.exists(oid, size):  # a retry after a lost response: already whole
+    query = _checked_query(request)
+    size, namespace = _int(query, "size"), query.get("ns", "")
+    if ctx.blobs.exists(oid, size) and is_granted(ctx, namespace, oid):  # a retry after a lost response
         await _drain(request)
         return Response(status_code=200)
-    try:
+    try:  # the bytes are always checked: a namespace gains an object only by sending it whole
         await ctx.blobs.receive(request.stream(), sha256=oid, size=size)
     except ValidationError as exc:
         raise HubHTTPError(400, f"Upload refused: {exc.message}") from None
-    await run_in_threadpool(_record_object, ctx, oid, size)
+    await run_in_threadpool(_record_object, ctx, oid, size, namespace)
     return Response(status_code=200)
 
 
@@ -183,8 +202,8 @@ async def complete_multipart(request: Request, oid: str, upload_id: str) -> JSON
     """Completion: check the part ETags, assemble, check size and sha256, then keep the object."""
     ctx = context(request)
     query = _checked_query(request)
-    size, count = _int(query, "size"), _int(query, "parts")
-    if ctx.blobs.exists(oid, size):  # a retry after a lost response
+    size, count, namespace = _int(query, "size"), _int(query, "parts"), query.get("ns", "")
+    if ctx.blobs.exists(oid, size) and is_granted(ctx, namespace, oid):  # a retry after a lost response
         ctx.blobs.discard_upload(upload_id)
         return _lfs_json({"oid": oid, "size": size})
     body = await request.json()
@@ -203,5 +222,5 @@ async def complete_multipart(request: Request, oid: str, upload_id: str) -> JSON
     except ValidationError as exc:
         ctx.blobs.discard_upload(upload_id)
         raise HubHTTPError(400, f"Upload refused: {exc.message}") from None
-    await run_in_threadpool(_record_object, ctx, oid, size)
+    await run_in_threadpool(_record_object, ctx, oid, size, namespace)
     return _lfs_json({"oid": oid, "size": size})

@@ -113,6 +113,17 @@ lfs_objects = Table(
     Column("created_at", Float, nullable=False),
 )
 
+#: Which namespaces have proved they hold an LFS object (by uploading its bytes). Commits may only
+#: name objects granted to their repo's namespace, so knowing a sha256 is not enough to copy a file
+#: out of someone else's private repo; storage is still shared (deduplicated) on disk.
+lfs_grants = Table(
+    "lfs_grants",
+    metadata,
+    Column("namespace", String, primary_key=True),
+    Column("oid", String, primary_key=True),
+    Column("created_at", Float, nullable=False),
+)
+
 
 def make_engine(data_dir: Path) -> Engine:
     """An engine on ``<data_dir>/registry.sqlite3`` in WAL mode, with the tables created."""

@@ -18,6 +18,7 @@ from . import gitobjects, storage
 from .api import REPO
 from .context import RegistryContext, base_url, caller, context, param, repo_type
 from .httperrors import HubHTTPError, error_response
+from .lfs import is_granted
 from .repos import AddFile, DeleteFile, DeleteFolder, Operation, Repo, clean_path
 from .settings import RegistrySettings
 
@@ -145,12 +146,12 @@ def _stage_regular(ctx: RegistryContext, path: str, value: dict[str, Any]) -> Ad
     return AddFile(path, len(data), sha256, gitobjects.blob_oid(data), lfs=False)
 
 
-def _stage_lfs(ctx: RegistryContext, path: str, value: dict[str, Any]) -> AddFile:
+def _stage_lfs(ctx: RegistryContext, namespace: str, path: str, value: dict[str, Any]) -> AddFile:
     oid = str(value.get("oid", ""))
     if value.get("algo", "sha256") != "sha256":
         raise HubHTTPError(400, f"Unsupported LFS hash algorithm for {path!r}: {value.get('algo')!r}")
     stored = ctx.blobs.size(oid)
-    if stored is None:
+    if stored is None or not is_granted(ctx, namespace, oid):
         raise HubHTTPError(
             400,
             f"LFS object {oid} for {path!r} was never uploaded: upload it through the LFS batch API before committing",
@@ -181,7 +182,7 @@ async def commit(request: Request, rtype: str, ns: str, name: str, rev: str, cre
         if key == "file":
             operations.append(await run_in_threadpool(_stage_regular, ctx, path, value))
         elif key == "lfsFile":
-            operations.append(_stage_lfs(ctx, path, value))
+            operations.append(await run_in_threadpool(_stage_lfs, ctx, repo.namespace, path, value))
         elif key == "deletedFile":
             operations.append(DeleteFile(path))
         elif key == "deletedFolder":
