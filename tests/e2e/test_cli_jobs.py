@@ -157,3 +157,36 @@ def test_the_example_lora_trains_and_publishes_through_the_cli(env, tmp_path, re
     assert job["state"] == "published"
     files = HfApi(endpoint=registry.endpoint, token=alice_token).list_repo_files(job["repo_id"])
     assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= set(files)
+
+
+def test_serve_runs_the_api_and_an_in_process_worker(env, tmp_path):
+    import urllib.request
+
+    from hubferry.testing import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "hubferry", "serve", "--port", str(port)], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert time.monotonic() < deadline and server.poll() is None, "serve did not start"
+            try:
+                with urllib.request.urlopen(f"{base}/api/health", timeout=1) as response:
+                    if json.loads(response.read()) == {"status": "ok"}:
+                        break
+            except OSError:
+                time.sleep(0.1)
+        out = tmp_path / "served"
+        result = hubferry("train", "--local", "--name", "served-lora", "--wait", "--json", "--output", str(out),
+                          "--", sys.executable, FAKE, "--output", str(out), "--steps", "5", env=env)
+        assert result.returncode == 0, result.stderr
+        assert "queued for the workers" in result.stderr
+        job_id = one_json_line(result.stdout)["id"]
+        with urllib.request.urlopen(f"{base}/api/jobs/{job_id}", timeout=5) as response:
+            job = json.loads(response.read())
+        assert job["state"] == "published" and job["commit_sha"]
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        server.wait(timeout=30)
