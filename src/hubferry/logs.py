@@ -14,6 +14,8 @@ _secrets: set[str] = set()
 _lock = threading.Lock()
 #: Signed URLs are bearer credentials too: their query strings are never logged.
 _QUERY = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
+#: Tokens recognisable by their shape (Hugging Face, Replicate), even when never registered.
+_TOKEN_SHAPES = re.compile(r"\b(hf_|r8_)[A-Za-z0-9]{30,}\b")
 
 
 def register_secret(value: str | None) -> None:
@@ -28,6 +30,7 @@ def redact(text: str) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, secret[:3] + "***")
+    text = _TOKEN_SHAPES.sub(r"\1***", text)
     return _QUERY.sub(r"\1?<redacted>", text)
 
 

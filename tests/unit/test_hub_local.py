@@ -188,3 +188,10 @@ def test_preupload_groups_keep_parallel_uploads_busy():
     sizes = [[f.size for f, _ in g] for g in groups]
     assert sizes[0][:2] == [1, 2] and all(sum(s > 10 for s in g) >= PARALLEL_UPLOADS for g in sizes[:-1])
     assert sum(len(g) for g in sizes) == 14
+
+
+def test_redaction_masks_token_shapes_and_signed_queries():
+    from hubferry.logs import redact
+
+    text = "python train.py --hf_token hf_" + "a" * 34 + " --r r8_" + "B" * 37 + " http://h/lfs/x?sig=1&exp=2"
+    assert redact(text) == "python train.py --hf_token hf_*** --r r8_*** http://h/lfs/x?<redacted>"

@@ -13,7 +13,7 @@ from hubferry.domain.naming import auto_repo_id, slugify, validate_repo_id
 from hubferry.errors import HubferryError, ValidationError
 from hubferry.hub import retry
 from hubferry.hub.client import make_api
-from hubferry.logs import get_logger
+from hubferry.logs import get_logger, redact
 from hubferry.secrets.vault import HF_TOKEN, HF_USERNAME
 from hubferry.services import credentials
 from hubferry.services.context import Context
@@ -97,7 +97,7 @@ def submit_local(
     )
     job = ctx.jobs.create(job)
     ctx.jobs.set_runtime(job.id, output_dir=str(output))
-    ctx.jobs.append_event(job.id, EventKind.NOTICE, message=f"submitted: {shlex.join(command)}",
+    ctx.jobs.append_event(job.id, EventKind.NOTICE, message=f"submitted: {redact(shlex.join(command))}",
                           context={"repo_id": repo_id, "endpoint": target.endpoint, "output_dir": str(output)})
     if target.token and ctx.vault.get(owner, HF_TOKEN) != target.token:
         ctx.vault.set(owner, HF_TOKEN, target.token)
