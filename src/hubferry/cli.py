@@ -35,10 +35,13 @@ app.command()(serve)
 
 @app.callback()
 def main(
+    typer_ctx: typer.Context,
     log_json: Annotated[bool, typer.Option("--log-json", help="Structured JSON logs on stderr.")] = False,
 ) -> None:
-    """Configure logging for every command."""
-    logs.configure(json=log_json or os.environ.get("HUBFERRY_LOG_JSON", "").lower() in ("1", "true"))
+    """Configure logging: interactive commands stay quiet unless --verbose; worker and serve log INFO."""
+    json_logs = log_json or os.environ.get("HUBFERRY_LOG_JSON", "").lower() in ("1", "true")
+    service = typer_ctx.invoked_subcommand in ("worker", "serve") or json_logs
+    logs.configure(json=json_logs, quiet=not service)
 
 
 @app.command()
@@ -61,7 +64,7 @@ def push(
 ) -> None:
     """Publish a folder to the Hub, resumably, and verify it by reading it back."""
     if verbose:
-        logs.configure(json=False, verbose=True)
+        logs.configure(verbose=True)
     try:
         settings = load_settings()
         with PushBar(enabled=err.is_terminal or not json_output) as bar:

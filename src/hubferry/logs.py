@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 
 _secrets: set[str] = set()
+_json = False
 _lock = threading.Lock()
 #: Signed URLs are bearer credentials too: their query strings are never logged.
 _QUERY = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
@@ -46,15 +47,21 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
-def configure(*, json: bool = False, verbose: bool = False) -> None:
-    """Send structlog (and stdlib logging) to stderr; DEBUG with ``verbose``."""
-    level = logging.DEBUG if verbose else logging.INFO
+def configure(*, json: bool | None = None, verbose: bool = False, quiet: bool = False) -> None:
+    """Send structlog (and stdlib logging) to stderr: DEBUG with ``verbose``, WARNING with ``quiet``.
+
+    Interactive commands run quiet (their own output says what happened); services log INFO.
+    ``json=None`` keeps the format chosen by the previous call.
+    """
+    global _json
+    _json = _json if json is None else json
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     hub_logger = logging.getLogger("huggingface_hub")
     if not any(isinstance(f, _RedactingFilter) for f in hub_logger.filters):
         hub_logger.addFilter(_RedactingFilter())
     # Our own retry lines say the same with context; the library's are noise unless --verbose.
     hub_logger.setLevel(logging.DEBUG if verbose else logging.ERROR)
-    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    renderer = structlog.processors.JSONRenderer() if _json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
