@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi
 
-from hubferry import testing
 from hubferry.config import load_settings
 from hubferry.domain.jobs import EventKind, JobState
 from hubferry.errors import ValidationError
@@ -147,11 +146,6 @@ def test_cancel_terminates_the_whole_process_group(ctx, registry, alice_token, e
 def test_unknown_job_is_a_clear_error(ctx):
     with pytest.raises(ValidationError, match="no job job_nope"):
         control.retry(ctx, "job_nope")
-
-
-def test_registry_fixture_is_shared(registry):
-    assert registry.endpoint.startswith("http://127.0.0.1:")
-    assert testing.running_registry is not None
 
 
 def test_reconciler_fails_a_training_whose_runner_and_trainer_died(ctx, registry, alice_token, env, monkeypatch):
