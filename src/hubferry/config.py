@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from hubferry.domain.leases import PUBLISH_LEASE_TTL
 from hubferry.errors import ConfigError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -54,7 +55,7 @@ class Settings(BaseSettings):
     #: How often the reconciler re-dispatches stuck work.
     reconcile_interval_s: float = Field(default=60.0, gt=0)
     #: A publish lease lives this long without a heartbeat; heartbeats come every third of it.
-    publish_lease_ttl_s: float = Field(default=90.0, gt=0)
+    publish_lease_ttl_s: float = Field(default=PUBLISH_LEASE_TTL.total_seconds(), gt=0)
     #: After SIGTERM, a cancelled trainer gets this long before SIGKILL.
     cancel_grace_s: float = Field(default=10.0, ge=0)
 

@@ -163,10 +163,6 @@ class Job:
     pid: int | None = None
     attempts: int = 1
 
-    @property
-    def is_final(self) -> bool:
-        return self.state in FINAL_STATES
-
 
 @dataclass(frozen=True)
 class JobEvent:

@@ -1,7 +1,7 @@
 """Lease rules for the publish step: how long a claim lasts, when to renew it, when it is lost.
 
 A worker claims a publish for a time-to-live and gets a fencing number; it renews the lease
-every :data:`HEARTBEAT_INTERVAL`. When the lease runs out anyone may claim again and gets a
+every :func:`heartbeat_interval`. When the lease runs out anyone may claim again and gets a
 larger fence, so writes from the old holder (a "zombie") are refused by the store.
 """
 
@@ -10,14 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from hubferry.errors import ConfigError
-
 #: How long a publish lease lasts without a heartbeat. Long enough to ride out a GC pause, a
 #: slow database or a busy event loop; short enough that the reconciler (which runs every
 #: minute) hands a dead worker's publish to another worker within about two minutes.
 PUBLISH_LEASE_TTL = timedelta(seconds=90)
-#: How often a lease holder renews: a third of the TTL, so two missed beats still keep the lease.
-HEARTBEAT_INTERVAL = timedelta(seconds=30)
 #: How long a publish may sit pending (created, never claimed) before the reconciler dispatches
 #: it again; covers a crash between the state change and the enqueue.
 PENDING_PUBLISH_GRACE = timedelta(minutes=2)
@@ -53,19 +49,6 @@ def is_expired(until: datetime | None, now: datetime) -> bool:
     return until is None or until < now
 
 
-def heartbeat_due(last_beat: datetime, now: datetime, interval: timedelta = HEARTBEAT_INTERVAL) -> bool:
-    """Whether a holder that last renewed at ``last_beat`` should renew now."""
-    return now - last_beat >= interval
-
-
-def check_lease_timing(ttl: timedelta, interval: timedelta) -> None:
-    """Refuse settings where a single late heartbeat would lose the lease.
-
-    Raises:
-        ConfigError: ``interval`` is not positive or more than half of ``ttl``.
-    """
-    if interval <= timedelta(0) or interval * 2 > ttl:
-        raise ConfigError(
-            f"heartbeat interval {interval} must be positive and at most half the lease ttl {ttl}",
-            hint="Keep the heartbeat interval at about a third of the lease ttl.",
-        )
+def heartbeat_interval(ttl: timedelta) -> timedelta:
+    """How often a holder renews a lease of ``ttl``: a third of it, so two missed beats still keep it."""
+    return ttl / 3

@@ -31,7 +31,6 @@ class WireMeter:
         self._lock = threading.Lock()
         self._watched: dict[str, int] = {}
         self.bytes_sent = 0
-        self.requests = 0
 
     def watch(self, sha256s: list[str]) -> None:
         with self._lock:
@@ -79,8 +78,6 @@ class _MeteringTransport(httpx2.BaseTransport):
             with _meters_lock:
                 meters = [m for m in _meters if m.matches(url)]
             if meters:
-                for meter in meters:
-                    meter.requests += 1
                 request.stream = _CountingStream(request.stream, meters)  # type: ignore[arg-type]
         return self._inner.handle_request(request)
 

@@ -12,8 +12,6 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, Repository
 from hubferry.errors import HubferryError, PermanentError, TransientError, ValidationError
 from hubferry.logs import redact
 
-#: Statuses worth retrying, as huggingface_hub's own backoff does.
-RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _BODY_LIMIT = 1024
 _RATE_LIMIT_T = re.compile(r"\bt=(\d+(?:\.\d+)?)")
 

@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from hubferry.domain.jobs import ErrorInfo, EventKind, Job, JobState
+from hubferry.domain.leases import heartbeat_interval
 from hubferry.errors import HubferryError, PermanentError, TransientError
 from hubferry.hub import CardInfo, PushProgress
 from hubferry.hub.publish import Publication, local_manifest, publish, verify_publication
@@ -87,7 +88,7 @@ class _Lease:
         self._thread.join()
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.ttl.total_seconds() / 3):
+        while not self._stop.wait(heartbeat_interval(self.ttl).total_seconds()):
             if not self.ctx.publishes.heartbeat(self.job_id, self.fence, self.ttl):
                 log.warning("publish lease lost; stopping", job_id=self.job_id, fence=self.fence)
                 self.lost.set()
