@@ -177,3 +177,21 @@ def test_reconciler_fails_a_training_whose_runner_and_trainer_died(ctx, registry
     assert reconcile.reconcile(ctx).orphaned_trainings == 1
     failed = ctx.jobs.require(job.id)
     assert failed.state is JobState.FAILED and failed.error.retryable and "retry" in failed.error.hint
+
+
+def test_a_crash_inside_publish_fails_the_job_visibly(ctx, registry, alice_token, env, monkeypatch):
+    from hubferry.services import publishing
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("disk on fire")
+
+    real = publishing.publish
+    monkeypatch.setattr(publishing, "publish", broken)
+    job = _submit(ctx, registry, env, token=alice_token, name="crashy", repo="alice/crashy")
+    ctx.dispatch().train(job.id)
+    job = ctx.jobs.require(job.id)
+    assert job.state is JobState.FAILED and job.error.category == "internal"
+    assert "disk on fire" in job.error.message and "hubferry retry" in job.error.hint
+    assert ctx.publishes.get(job.id).state.value == "failed"
+    monkeypatch.setattr(publishing, "publish", real)
+    assert control.retry(ctx, job.id).state is JobState.PUBLISHED

@@ -132,6 +132,13 @@ def run_publish(ctx: Context, job_id: str) -> None:
         except HubferryError as exc:
             _publish_failed(ctx, job, fence, exc)
             return
+        except Exception as exc:  # noqa: BLE001 - a bug must fail the job visibly, not hold the lease forever
+            log.exception("publish crashed", job_id=job_id)
+            _publish_failed(ctx, job, fence, PermanentError(
+                f"publishing crashed: {type(exc).__name__}: {exc}", category="internal", job_id=job_id,
+                hint=f"report this with the log; `hubferry retry {job_id}` tries again",
+            ))
+            return
     if not ctx.publishes.finish_publish(job_id, fence, publication.repo_url, publication.commit_sha):
         log.warning("lease lost before recording the commit; the new holder records it", job_id=job_id)
         return
