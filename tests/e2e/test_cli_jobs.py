@@ -63,6 +63,9 @@ def test_train_wait_json_publishes_and_reports_the_job(env, tmp_path, registry, 
     assert [j["id"] for j in listed["jobs"]] == [job["id"]]
     human = hubferry("jobs", "show", job["id"], env=env)
     assert "stage_finished" in human.stderr and "published" in human.stderr
+    watched = hubferry("watch", job["id"], env=env)
+    assert watched.returncode == 0 and "published and verified" in watched.stderr
+    assert hubferry("cancel", job["id"], env=env).returncode == 2  # a published job cannot be cancelled
 
 
 def test_train_json_without_wait_prints_only_the_id(env, tmp_path):
