@@ -42,9 +42,14 @@ def check_repo_id(repo_id: str) -> tuple[str, str]:
     return namespace, name
 
 
+def whoami(api: HfApi, policy: retry.RetryPolicy) -> dict[str, Any]:
+    """Who the token belongs to (whoami, retried on transient failures)."""
+    return retry.call(api.whoami, what="check token (whoami)", endpoint=api.endpoint, policy=policy)
+
+
 def check_write_access(api: HfApi, namespace: str, policy: retry.RetryPolicy) -> dict[str, Any]:
     """Call whoami once: the token must be valid, may write, and may write to ``namespace``."""
-    me = retry.call(api.whoami, what="check token (whoami)", endpoint=api.endpoint, policy=policy)
+    me = whoami(api, policy)
     role = ((me.get("auth") or {}).get("accessToken") or {}).get("role")
     if role == "read":
         raise PermanentError(

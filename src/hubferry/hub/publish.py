@@ -107,13 +107,13 @@ def publish(
     policy = retry.RetryPolicy.from_settings(settings)
     progress(PushProgress("preflight", 0, 0, 0, 0, f"checking {folder}"))
     paths = manifest.select_paths(folder, include, exclude)
-    preflight.check_sizes({rel: local.stat().st_size for local, rel in paths}, settings.max_file_size)
+    sizes = {rel: local.stat().st_size for local, rel in paths}
+    preflight.check_sizes(sizes, settings.max_file_size)
 
     api = make_api(settings, endpoint=endpoint, token=token, verbose=verbose)
     preflight.check_write_access(api, namespace, policy)
 
-    total = sum(local.stat().st_size for local, _ in paths)
-    progress(PushProgress("hashing", 0, total, 0, len(paths), "hashing files"))
+    progress(PushProgress("hashing", 0, sum(sizes.values()), 0, len(paths), "hashing files"))
     files = local_manifest(folder, repo_id, card=card, paths=paths, settings=settings)
     if not allow_secrets:
         secret_scan.refuse(secret_scan.scan(files, max_bytes=settings.secret_scan_max_bytes, extra=[token]))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from hubferry.domain.jobs import ACTIVE_STATES, EventKind, Job, JobState
 from hubferry.errors import ValidationError
-from hubferry.services import progress as job_progress
 from hubferry.services.context import Context
+from hubferry.services.publishing import begin_publish
 from hubferry.trainers.local import terminate_group
 
 
@@ -46,13 +46,8 @@ def retry(ctx: Context, job_id: str) -> Job:
     has_output = bool(job.output_dir and Path(job.output_dir).is_dir() and any(Path(job.output_dir).iterdir()))
     trained_before = any(e.kind is EventKind.STAGE_FINISHED and e.stage == "training" for e in ctx.jobs.events(job_id))
     if job.state is JobState.TRAINED or (job.state is JobState.FAILED and trained_before and has_output):
-        moved = ctx.jobs.transition(job_id, job.state, JobState.PUBLISHING, output_dir=job.output_dir,
-                                    message="publish retried by the user")
-        if moved is None:
+        if not begin_publish(ctx, job, job.state, message="publish retried by the user"):
             raise ValidationError(f"job {job_id} changed state meanwhile; run `hubferry jobs show {job_id}`")
-        ctx.jobs.append_event(job_id, EventKind.STAGE_STARTED, stage="publishing", message="retry")
-        ctx.jobs.update_progress(job_id, job_progress.for_stage("publishing", 0.0))
-        ctx.dispatch().publish(job_id)
         return ctx.jobs.require(job_id)
     if job.state is JobState.FAILED:
         if job.trainer != "local":

@@ -11,7 +11,7 @@ from huggingface_hub import HfApi
 from hubferry.domain.jobs import EventKind, Job, new_job
 from hubferry.domain.naming import auto_repo_id, slugify, validate_repo_id
 from hubferry.errors import HubferryError, ValidationError
-from hubferry.hub import retry
+from hubferry.hub import preflight, retry
 from hubferry.hub.client import make_api
 from hubferry.logs import get_logger, redact
 from hubferry.secrets.vault import HF_TOKEN, HF_USERNAME
@@ -26,8 +26,7 @@ def default_owner() -> str:
 
 
 def _hub_username(ctx: Context, api: HfApi, owner: str) -> str:
-    me = retry.call(api.whoami, what="check token (whoami)", endpoint=api.endpoint,
-                    policy=retry.RetryPolicy.from_settings(ctx.settings))
+    me = preflight.whoami(api, retry.RetryPolicy.from_settings(ctx.settings))
     name = str(me["name"])
     ctx.vault.set(owner, HF_USERNAME, name)
     return name

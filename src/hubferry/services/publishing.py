@@ -52,12 +52,22 @@ def training_succeeded(ctx: Context, job_id: str) -> bool:
                 f"(hubferry secrets set hf_token) and run `hubferry retry {job_id}` to publish",
             )
         return False
-    moved = ctx.jobs.transition(job_id, JobState.TRAINING, JobState.PUBLISHING, output_dir=job.output_dir)
+    return begin_publish(ctx, job, JobState.TRAINING)
+
+
+def begin_publish(ctx: Context, job: Job, expected: JobState, message: str = "") -> bool:
+    """Move ``job`` from ``expected`` to ``publishing`` (compare-and-set) and dispatch the publish.
+
+    Returns:
+        True for the one caller whose move won; False when the job had already moved on.
+    """
+    moved = ctx.jobs.transition(job.id, expected, JobState.PUBLISHING, output_dir=job.output_dir, message=message)
     if moved is None:
         return False
-    ctx.jobs.append_event(job_id, EventKind.STAGE_STARTED, stage="publishing", context={"repo_id": job.repo_id})
-    ctx.jobs.update_progress(job_id, job_progress.for_stage("publishing", 0.0))
-    ctx.dispatch().publish(job_id)
+    ctx.jobs.append_event(job.id, EventKind.STAGE_STARTED, stage="publishing", message=message,
+                          context={"repo_id": job.repo_id})
+    ctx.jobs.update_progress(job.id, job_progress.for_stage("publishing", 0.0))
+    ctx.dispatch().publish(job.id)
     return True
 
 
