@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import quote, urlencode
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, quote, urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Row
+from starlette.concurrency import run_in_threadpool
 
 from . import storage
 from .auth import require_user, require_write
+from .bodies import CreateRepo, CreateTag, DeleteRepo, PathsInfo, StartingPoint
 from .context import RegistryContext, base_url, caller, context, param, repo_type
 from .gitobjects import lfs_pointer
-from .httperrors import HubHTTPError, entry_not_found
+from .httperrors import HubHTTPError, entry_not_found, repo_not_found
+from .limits import json_body, optional_json_body, parse_json, read_body, validate
+from .paths import repo_path
 from .repos import URL_PREFIXES, Repo
 
 router = APIRouter()
 
 REPO = "/api/{rtype}/{ns}/{name}"
+#: Largest page offset accepted in ``cursor`` / ``p`` (SQLite offsets are 64-bit; no repo gets near this).
+MAX_OFFSET = 10**9
 
 
 def iso(ts: float) -> str:
@@ -62,22 +68,19 @@ def whoami(request: Request) -> dict[str, Any]:
 
 
 @router.post("/api/repos/create")
-async def create_repo(request: Request) -> JSONResponse:
+def create_repo(request: Request, body: Annotated[CreateRepo, Depends(json_body(CreateRepo))]) -> JSONResponse:
     ctx = context(request)
-    principal = caller(request)
-    body = await _json_body(request)
-    user = require_write(principal)
-    name = str(body.get("name") or "")
-    namespace = str(body.get("organization") or user)
-    kind = str(body.get("type") or "model")
+    user = require_write(caller(request))
+    namespace = body.organization or user
+    kind = body.type or "model"
     if kind not in URL_PREFIXES:
         raise HubHTTPError(400, f"Repository type {kind!r} is not supported by this registry")
-    private = body.get("visibility") == "private" or bool(body.get("private"))
+    private = body.visibility == "private" or bool(body.private)
     if namespace != user:
         raise HubHTTPError(
             403, f"You don't have the rights to create a {kind} under the namespace {namespace!r}", code="Forbidden"
         )
-    repo, created = ctx.repos.create(user, kind, namespace, name, private)
+    repo, created = ctx.repos.create(user, kind, namespace, body.name, private)
     url = f"{base_url(request)}/{repo.url_path}"
     if not created:
         raise HubHTTPError(409, f"You already created this {kind} repo", code="Conflict", body={"url": url})
@@ -85,25 +88,16 @@ async def create_repo(request: Request) -> JSONResponse:
 
 
 @router.delete("/api/repos/delete")
-async def delete_repo(request: Request) -> dict[str, Any]:
+def delete_repo(request: Request, body: Annotated[DeleteRepo, Depends(json_body(DeleteRepo))]) -> dict[str, Any]:
     ctx = context(request)
     principal = caller(request)
-    body = await _json_body(request)
     user = require_user(principal)
-    namespace = str(body.get("organization") or user)
-    repo = ctx.repos.writable(principal, str(body.get("type") or "model"), namespace, str(body.get("name") or ""))
+    kind = body.type or "model"
+    if kind not in URL_PREFIXES:
+        raise repo_not_found(f"{body.organization or user}/{body.name}")
+    repo = ctx.repos.writable(principal, kind, body.organization or user, body.name)
     ctx.repos.delete(repo)
     return {}
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise HubHTTPError(400, "Request body must be JSON") from None
-    if not isinstance(body, dict):
-        raise HubHTTPError(400, "Request body must be a JSON object")
-    return body
 
 
 # -- repo reads -----------------------------------------------------------------------------------
@@ -164,10 +158,14 @@ def _page_link(request: Request, path: str, params: dict[str, Any]) -> str:
     return f'<{url}>; rel="next"'
 
 
+#: A page cursor or page number: an offset into a list far longer than any repo holds.
+Cursor = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
+
+
 @router.get(REPO + "/tree/{rev}")
 def tree_root(
     request: Request, rtype: str, ns: str, name: str, rev: str, recursive: bool = False, expand: bool = False,
-    cursor: int = 0,
+    cursor: Cursor = 0,
 ) -> JSONResponse:  # fmt: skip
     return _tree(request, rtype, ns, name, rev, "", recursive, expand, cursor)
 
@@ -175,7 +173,7 @@ def tree_root(
 @router.get(REPO + "/tree/{rev}/{path:path}")
 def tree_path(
     request: Request, rtype: str, ns: str, name: str, rev: str, path: str, recursive: bool = False,
-    expand: bool = False, cursor: int = 0,
+    expand: bool = False, cursor: Cursor = 0,
 ) -> JSONResponse:  # fmt: skip
     return _tree(request, rtype, ns, name, rev, path, recursive, expand, cursor)
 
@@ -184,7 +182,7 @@ def _tree(
     request: Request, rtype: str, ns: str, name: str, rev: str, path: str, recursive: bool, expand: bool, cursor: int
 ) -> JSONResponse:
     ctx, repo = readable(request, rtype, ns, name)
-    revision, under = param(rev), param(path).strip("/")
+    revision, under = param(rev), (repo_path(param(path), folder=True) if path.strip("/") else "")
     settings = ctx.settings
     page_size = settings.tree_expand_page_size if expand else settings.tree_page_size
     with storage.reading(ctx.engine) as conn:
@@ -194,7 +192,7 @@ def _tree(
             if folder is None or folder.kind != "directory":
                 raise entry_not_found(under, sha)
         rows = ctx.repos.entries(
-            conn, repo, sha, under=under, recursive=recursive, offset=max(cursor, 0), limit=page_size + 1
+            conn, repo, sha, under=under, recursive=recursive, offset=cursor, limit=page_size + 1
         )
         last = ctx.repos.last_commits(conn, repo, (r.last_commit_oid for r in rows)) if expand else None
     headers = {"X-Repo-Commit": sha}
@@ -206,24 +204,37 @@ def _tree(
     return JSONResponse([entry_json(r, last) for r in rows], headers=headers)
 
 
-@router.post(REPO + "/paths-info/{rev}")
-async def paths_info(request: Request, rtype: str, ns: str, name: str, rev: str) -> JSONResponse:
-    ctx, repo = readable(request, rtype, ns, name)
-    content_type = request.headers.get("content-type", "")
+async def paths_info_body(request: Request) -> PathsInfo:
+    """The paths-info body: form-encoded (``paths=a&paths=b&expand=false``, as the client sends it) or JSON."""
+    raw = await read_body(request, context(request).settings.max_json_bytes)
+    return await run_in_threadpool(_paths_info, raw, request.headers.get("content-type", ""))
+
+
+def _paths_info(raw: bytes, content_type: str) -> PathsInfo:
     if content_type.startswith("application/json"):
-        body = await request.json()
-        paths, expand = list(body.get("paths") or []), bool(body.get("expand"))
-    else:
-        form = await request.form()
-        paths = [str(p) for p in form.getlist("paths")]
-        expand = str(form.get("expand", "false")).lower() in ("1", "true")
-    if len(paths) > 1000:
-        raise HubHTTPError(413, "Too many paths: at most 1000 per request")
-    wanted = [p.strip("/") for p in paths]
+        return validate(PathsInfo, parse_json(raw))
+    try:
+        fields = parse_qsl(raw.decode("utf-8"), strict_parsing=False, max_num_fields=100_000)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise HubHTTPError(400, f"Invalid form body: {exc}") from None
+    paths = [value for key, value in fields if key == "paths"]
+    expand = [value for key, value in fields if key == "expand"][-1:] or ["false"]
+    return PathsInfo(paths=paths, expand=expand[0].lower() in ("1", "true"))
+
+
+@router.post(REPO + "/paths-info/{rev}")
+def paths_info(
+    request: Request, rtype: str, ns: str, name: str, rev: str, body: Annotated[PathsInfo, Depends(paths_info_body)]
+) -> JSONResponse:
+    ctx, repo = readable(request, rtype, ns, name)
+    limit = ctx.settings.max_files_per_request
+    if len(body.paths) > limit:
+        raise HubHTTPError(413, f"Too many paths: at most {limit} per request")
+    wanted = [repo_path(p, folder=True) for p in body.paths]
     with storage.reading(ctx.engine) as conn:
         sha = ctx.repos.resolve(conn, repo, param(rev))
         rows = ctx.repos.entries(conn, repo, sha, paths=wanted)
-        last = ctx.repos.last_commits(conn, repo, (r.last_commit_oid for r in rows)) if expand else None
+        last = ctx.repos.last_commits(conn, repo, (r.last_commit_oid for r in rows)) if body.expand else None
     return JSONResponse([entry_json(r, last) for r in rows], headers={"X-Repo-Commit": sha})
 
 
@@ -241,7 +252,7 @@ def list_refs(request: Request, rtype: str, ns: str, name: str, include_prs: boo
 
 
 @router.get(REPO + "/commits/{rev}")
-def list_commits(request: Request, rtype: str, ns: str, name: str, rev: str, p: int = 0) -> JSONResponse:
+def list_commits(request: Request, rtype: str, ns: str, name: str, rev: str, p: Cursor = 0) -> JSONResponse:
     ctx, repo = readable(request, rtype, ns, name)
     history = ctx.repos.commits(repo, param(rev))
     size = ctx.settings.commits_page_size
@@ -267,11 +278,13 @@ def list_commits(request: Request, rtype: str, ns: str, name: str, rev: str, p: 
 
 
 @router.post(REPO + "/branch/{branch}")
-async def create_branch(request: Request, rtype: str, ns: str, name: str, branch: str) -> dict[str, Any]:
+def create_branch(
+    request: Request, rtype: str, ns: str, name: str, branch: str,
+    body: Annotated[StartingPoint, Depends(optional_json_body(StartingPoint))],
+) -> dict[str, Any]:  # fmt: skip
     ctx = context(request)
     repo = ctx.repos.writable(caller(request), repo_type(rtype), param(ns), param(name))
-    body = await request.json() if await request.body() else {}
-    ctx.repos.create_ref(repo, param(branch), "branch", (body or {}).get("startingPoint"))
+    ctx.repos.create_ref(repo, param(branch), "branch", body.startingPoint)
     return {}
 
 
@@ -284,11 +297,13 @@ def delete_branch(request: Request, rtype: str, ns: str, name: str, branch: str)
 
 
 @router.post(REPO + "/tag/{rev}")
-async def create_tag(request: Request, rtype: str, ns: str, name: str, rev: str) -> dict[str, Any]:
+def create_tag(
+    request: Request, rtype: str, ns: str, name: str, rev: str,
+    body: Annotated[CreateTag, Depends(json_body(CreateTag))],
+) -> dict[str, Any]:  # fmt: skip
     ctx = context(request)
     repo = ctx.repos.writable(caller(request), repo_type(rtype), param(ns), param(name))
-    body = await _json_body(request)
-    ctx.repos.create_ref(repo, str(body.get("tag") or ""), "tag", param(rev))
+    ctx.repos.create_ref(repo, body.tag, "tag", param(rev))
     return {}
 
 

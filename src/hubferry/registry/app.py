@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import structlog
 from fastapi import FastAPI
 
-from . import api, lfs, page, resolve, storage, uploads
+from . import account, api, lfs, listing, page, resolve, storage, uploads
 from .blobs import BlobStore
+from .cleanup import Janitor
 from .context import RegistryContext
 from .faults import FaultInjectionMiddleware, FaultPlan, QuietDrops
 from .httperrors import install_handlers
 from .repos import RepoStore
+from .security import REDACT_SIGNED_URLS, HardenedResponses
 from .settings import RegistrySettings
 from .signing import Signer
 
 log = structlog.get_logger("hubferry.registry")
 
+#: One instance each, so an app created per test does not stack log filters.
+_QUIET_DROPS = QuietDrops()
 _KEEP_ENCODED = re.compile(rb"%(?:2[fF]|25)")
 
 
@@ -61,14 +67,23 @@ def build_context(settings: RegistrySettings) -> RegistryContext:
 
 
 def create_app(settings: RegistrySettings | None = None) -> Any:
-    """The registry ASGI app (a FastAPI app inside path-decoding and fault-injection layers).
+    """The registry ASGI app: a FastAPI app inside hardening, path-decoding and fault-injection layers.
 
     The FastAPI app and the shared :class:`RegistryContext` are reachable as ``.fastapi`` and
-    ``.registry`` on the returned object.
+    ``.registry`` on the returned object. Serving it with a lifespan (uvicorn's default) also runs
+    the :class:`~hubferry.registry.cleanup.Janitor`.
     """
     settings = settings or RegistrySettings()
     ctx = build_context(settings)
-    app = FastAPI(title="hubferry registry", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        janitor = Janitor(ctx)
+        janitor.start()
+        yield
+        janitor.stop()
+
+    app = FastAPI(title="hubferry registry", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.registry = ctx
     install_handlers(app)
 
@@ -76,15 +91,19 @@ def create_app(settings: RegistrySettings | None = None) -> Any:
     def health() -> dict[str, Any]:
         return {"status": "ok", "faults": len(ctx.faults.injected)}
 
-    for router in (api.router, uploads.router, lfs.router, resolve.router, page.router):
+    # account before page: "/settings/tokens" would otherwise match the repo page "/{ns}/{name}".
+    routers = (api.router, listing.router, uploads.router, lfs.router, resolve.router, account.router, page.router)
+    for router in routers:
         app.include_router(router)
 
-    logging.getLogger("uvicorn.error").addFilter(QuietDrops())
+    logging.getLogger("uvicorn.error").addFilter(_QUIET_DROPS)
+    logging.getLogger("uvicorn.access").addFilter(REDACT_SIGNED_URLS)
     if ctx.faults.enabled:
         log.warning(
             "fault injection enabled", rate=settings.fault_rate, seed=settings.fault_seed, kinds=settings.fault_kinds
         )
-    return RegistryASGI(PathDecodingMiddleware(FaultInjectionMiddleware(app, ctx.faults)), app, ctx)
+    layers = HardenedResponses(PathDecodingMiddleware(FaultInjectionMiddleware(app, ctx.faults)))
+    return RegistryASGI(layers, app, ctx)
 
 
 class RegistryASGI:

@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -167,7 +168,8 @@ class BlobStore:
         paths: Sequence[Path] = [self.part_path(upload_id, n) for n in range(1, count + 1)]
         missing = [str(n) for n, p in enumerate(paths, 1) if not p.exists()]
         if missing:
-            raise ValidationError(f"Parts never uploaded: {', '.join(missing)}", oid=sha256)
+            shown = ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else "")
+            raise ValidationError(f"Parts never uploaded: {shown}", oid=sha256)
         writer = self.writer()
         try:
             for part in paths:
@@ -175,6 +177,9 @@ class BlobStore:
                     while chunk := f.read(COPY_CHUNK):
                         writer.write(chunk)
             digest = writer.commit(sha256, size)
+        except FileNotFoundError:  # the upload expired and was cleaned up meanwhile
+            writer.abort()
+            raise ValidationError("The upload expired: upload the object again", oid=sha256) from None
         except BaseException:
             writer.abort()
             raise
@@ -183,6 +188,24 @@ class BlobStore:
 
     def discard_upload(self, upload_id: str) -> None:
         shutil.rmtree(self.parts_dir / upload_id, ignore_errors=True)
+
+    def remove_stale_uploads(self, max_age_s: float, now: float | None = None) -> int:
+        """Remove multipart uploads that received no part for ``max_age_s`` seconds.
+
+        Returns:
+            How many uploads were removed.
+        """
+        cutoff = (time.time() if now is None else now) - max_age_s
+        removed = 0
+        for upload in self.parts_dir.iterdir():
+            try:
+                newest = max([p.stat().st_mtime for p in upload.iterdir()], default=upload.stat().st_mtime)
+            except FileNotFoundError:  # completed or removed meanwhile
+                continue
+            if newest < cutoff:
+                self.discard_upload(upload.name)
+                removed += 1
+        return removed
 
 
 async def _pump(chunks: AsyncIterator[bytes], writer: BlobWriter, limit: int | None, too_big: str) -> None:

@@ -41,11 +41,20 @@ def caller(request: Request) -> Principal:
 
 
 def base_url(request: Request) -> str:
-    """The endpoint as the client sees it (or ``public_url``), without a trailing slash."""
-    configured = context(request).settings.public_url
-    if configured:
-        return configured.rstrip("/")
-    return str(request.base_url).rstrip("/")
+    """The registry's base URL for links, without a trailing slash; never taken from the request.
+
+    ``public_url`` if set; else the address of the socket the server accepted the request on (what
+    the ASGI server reports as ``server``; unlike the ``Host`` header, a client cannot choose it);
+    else ``http://{host}:{port}`` of the settings.
+    """
+    settings = context(request).settings
+    if settings.public_url:
+        return settings.public_url
+    server = request.scope.get("server")
+    if server and server[1]:
+        host, port = server
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return settings.default_url
 
 
 def repo_type(plural: str) -> str:

@@ -7,6 +7,8 @@ does it, so every error the registry returns goes through :func:`error_response`
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -74,8 +76,13 @@ def entry_not_found(path: str, commit: str | None = None) -> HubHTTPError:
     return HubHTTPError(404, f"Entry not found: {path}", code="EntryNotFound", headers=headers)
 
 
-def _header_safe(text: str) -> str:
-    return text.encode("ascii", "backslashreplace").decode("ascii").replace("\r", " ").replace("\n", " ")[:1000]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def header_safe(text: str, limit: int = 1000) -> str:
+    """``text`` fit for a response header: ASCII, no control characters (CR/LF/NUL would split or
+    break the response), at most ``limit`` characters."""
+    return _CONTROL.sub(" ", text.encode("ascii", "backslashreplace").decode("ascii"))[:limit]
 
 
 def error_response(
@@ -87,7 +94,7 @@ def error_response(
 ) -> JSONResponse:
     """The one place error responses are built."""
     code = code or _DEFAULT_CODES.get(status, "Error")
-    all_headers = {"X-Error-Code": code, "X-Error-Message": _header_safe(message), **(headers or {})}
+    all_headers = {"X-Error-Code": code, "X-Error-Message": header_safe(message), **(headers or {})}
     return JSONResponse({"error": message, **(body or {})}, status_code=status, headers=all_headers)
 
 
@@ -108,5 +115,19 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = "; ".join(f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg')}" for err in exc.errors())
-        return error_response(422, f"Invalid request: {details}")
+        return error_response(400, f"Invalid request: {describe_errors(exc.errors())}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:
+        # Starlette still re-raises after this answer, so the traceback reaches the server log.
+        return error_response(500, "Internal error in the registry; the server log has the details")
+
+
+def describe_errors(errors: Sequence[Any], limit: int = 3) -> str:
+    """Pydantic/FastAPI validation errors as ``where: what`` phrases (the first ``limit``)."""
+    phrases = []
+    for err in list(errors)[:limit]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")) or "value"
+        phrases.append(f"{where}: {err.get('msg')}")
+    more = len(errors) - limit
+    return "; ".join(phrases) + (f" (and {more} more)" if more > 0 else "")

@@ -6,14 +6,13 @@ leaves nothing behind but a temp file that is removed.
 
 from __future__ import annotations
 
-import math
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from starlette.concurrency import run_in_threadpool
@@ -21,11 +20,14 @@ from starlette.concurrency import run_in_threadpool
 from hubferry.errors import ValidationError
 
 from . import storage
-from .auth import require_write
+from .auth import Principal, require_write
 from .blobs import is_sha256
-from .context import RegistryContext, caller, context, param
+from .bodies import CompleteMultipart, LfsBatch, LfsObject, LfsVerify
+from .context import RegistryContext, base_url, caller, context, param
 from .httperrors import HubHTTPError
+from .limits import json_body
 from .repos import Repo
+from .resolve import download_url
 
 router = APIRouter()
 
@@ -51,33 +53,58 @@ def _int(query: dict[str, str], key: str) -> int:
         raise HubHTTPError(400, f"Missing or invalid {key!r} in the URL") from None
 
 
-def _batch_object(request: Request, ctx: RegistryContext, repo: Repo, operation: str, obj: Any) -> dict[str, Any]:
-    if not isinstance(obj, dict) or not isinstance(obj.get("oid"), str) or not isinstance(obj.get("size"), int):
-        return {"oid": str(obj), "size": 0, "error": {"code": 422, "message": "each object needs 'oid' and 'size'"}}
-    oid, size = obj["oid"], obj["size"]
+#: Most part URLs one batch answer may hold (each costs an HMAC and ~200 bytes of JSON).
+MAX_BATCH_PARTS = 100_000
+#: Most objects in one batch request (huggingface_hub sends 256, git-lfs 100).
+MAX_BATCH_OBJECTS = 1000
+
+
+def _part_count(ctx: RegistryContext, size: int) -> int:
+    """Parts of a multipart upload of ``size`` bytes (0 for a basic transfer)."""
+    if size <= ctx.settings.multipart_threshold:
+        return 0
+    return max(1, -(-size // ctx.settings.chunk_size))
+
+
+def _refusal(ctx: RegistryContext, obj: LfsObject) -> str | None:
+    """Why the object cannot be uploaded at all, checked before any URL is built."""
+    settings = ctx.settings
+    if not is_sha256(obj.oid):
+        return "oid must be a lowercase hex sha256"
+    if obj.size > settings.max_object_size:
+        return f"{obj.size} bytes is more than the {settings.max_object_size}-byte limit per file of this registry"
+    parts = _part_count(ctx, obj.size)
+    if parts > settings.max_parts:
+        return f"{obj.size} bytes would need {parts} parts of {settings.chunk_size} bytes; at most {settings.max_parts}"
+    return None
+
+
+def _batch_object(
+    request: Request, ctx: RegistryContext, repo: Repo, principal: Principal, operation: str, obj: LfsObject
+) -> dict[str, Any]:
+    oid, size = obj.oid, obj.size
     answer: dict[str, Any] = {"oid": oid, "size": size}
-    if not is_sha256(oid) or size < 0:
-        answer["error"] = {"code": 422, "message": "oid must be a lowercase sha256 and size >= 0"}
+    refusal = _refusal(ctx, obj)
+    if refusal:
+        answer["error"] = {"code": 422, "message": refusal}
         return answer
-    base = str(request.base_url).rstrip("/")
-    if ctx.settings.public_url:
-        base = ctx.settings.public_url.rstrip("/")
+    base = base_url(request)
     stored = ctx.blobs.exists(oid, size) and is_granted(ctx, repo.namespace, oid)
     signer = ctx.signer
     if operation == "download":
         if not stored:
             answer["error"] = {"code": 404, "message": "Object does not exist"}
         else:
-            href = base + signer.sign(f"/lfs-blobs/{oid}", size=size)
+            href = download_url(ctx, base, repo, principal, oid, size)
             answer["actions"] = {"download": {"href": href, "header": {}, "expires_in": signer.ttl_s}}
         return answer
     if stored:
         return answer  # no actions: the client skips objects the server already has
     answer["authenticated"] = True
     verify = {"href": f"{base}/{repo.url_path}.git/info/lfs/objects/verify", "header": {}}
-    if size > ctx.settings.multipart_threshold:
+    count = _part_count(ctx, size)
+    if count:
         chunk = ctx.settings.chunk_size
-        count = max(1, math.ceil(size / chunk))
         upload_id = secrets.token_hex(16)
         header: dict[str, str] = {"chunk_size": str(chunk)}
         for number in range(1, count + 1):
@@ -94,43 +121,37 @@ def _batch_object(request: Request, ctx: RegistryContext, repo: Repo, operation:
 
 
 def _batch_route(rtype: str) -> Callable[..., Any]:
-    async def batch(request: Request, ns: str, name: str) -> JSONResponse:
+    def batch(
+        request: Request, ns: str, name: str, body: Annotated[LfsBatch, Depends(json_body(LfsBatch, "LFS batch body"))]
+    ) -> JSONResponse:
         ctx = context(request)
         principal = caller(request)
-        try:
-            body = await request.json()
-        except ValueError:
-            raise HubHTTPError(400, "LFS batch body must be JSON") from None
-        operation = body.get("operation") if isinstance(body, dict) else None
-        if operation not in ("upload", "download"):
-            raise HubHTTPError(400, "LFS batch 'operation' must be 'upload' or 'download'")
-        if operation == "upload":
+        if body.operation == "upload":
             repo = ctx.repos.writable(principal, rtype, param(ns), param(name))
         else:
             repo = ctx.repos.visible(principal, rtype, param(ns), param(name))
-        objects = body.get("objects")
-        if not isinstance(objects, list):
-            raise HubHTTPError(400, "LFS batch 'objects' must be a list")
-        if len(objects) > 1000:
-            raise HubHTTPError(413, "Too many objects in one LFS batch (max 1000)")
-        answers = [_batch_object(request, ctx, repo, operation, obj) for obj in objects]
+        if len(body.objects) > MAX_BATCH_OBJECTS:
+            raise HubHTTPError(413, f"Too many objects in one LFS batch (max {MAX_BATCH_OBJECTS})")
+        parts = sum(_part_count(ctx, obj.size) for obj in body.objects if _refusal(ctx, obj) is None)
+        if parts > MAX_BATCH_PARTS:
+            raise HubHTTPError(413, f"This batch needs {parts} part URLs (max {MAX_BATCH_PARTS}): send fewer objects")
+        answers = [_batch_object(request, ctx, repo, principal, body.operation, obj) for obj in body.objects]
         return _lfs_json({"transfer": "basic", "hash_algo": "sha256", "objects": answers})
 
     return batch
 
 
 def _verify_route(rtype: str) -> Callable[..., Any]:
-    async def verify(request: Request, ns: str, name: str) -> JSONResponse:
+    def verify(
+        request: Request, ns: str, name: str, body: Annotated[LfsVerify, Depends(json_body(LfsVerify, "verify body"))]
+    ) -> JSONResponse:
         ctx = context(request)
         principal = caller(request)
         repo = ctx.repos.visible(principal, rtype, param(ns), param(name))
         require_write(principal)
-        body = await request.json()
-        oid, size = str(body.get("oid", "")), body.get("size")
-        stored = ctx.blobs.exists(oid, size if isinstance(size, int) else None)
-        if not stored or not is_granted(ctx, repo.namespace, oid):
-            raise HubHTTPError(404, f"LFS object {oid} ({size} bytes) is not stored", code="EntryNotFound")
-        return _lfs_json({"oid": oid, "size": size, "verified": True})
+        if not ctx.blobs.exists(body.oid, body.size) or not is_granted(ctx, repo.namespace, body.oid):
+            raise HubHTTPError(404, f"LFS object {body.oid} ({body.size} bytes) is not stored", code="EntryNotFound")
+        return _lfs_json({"oid": body.oid, "size": body.size, "verified": True})
 
     return verify
 
@@ -168,13 +189,18 @@ async def _drain(request: Request) -> None:
         pass
 
 
+def _already_stored(ctx: RegistryContext, oid: str, size: int, namespace: str) -> bool:
+    return ctx.blobs.exists(oid, size) and is_granted(ctx, namespace, oid)
+
+
 @router.put("/lfs-storage/{oid}")
 async def put_object(request: Request, oid: str) -> Response:
     """Basic transfer: the whole object in one PUT, checked against the signed size and the oid."""
+    # Async so the body streams to disk; hashing, writes and database calls run in worker threads.
     ctx = context(request)
     query = _checked_query(request)
     size, namespace = _int(query, "size"), query.get("ns", "")
-    if ctx.blobs.exists(oid, size) and is_granted(ctx, namespace, oid):  # a retry after a lost response
+    if await run_in_threadpool(_already_stored, ctx, oid, size, namespace):  # a retry after a lost response
         await _drain(request)
         return Response(status_code=200)
     try:  # the bytes are always checked: a namespace gains an object only by sending it whole
@@ -198,29 +224,29 @@ async def put_part(request: Request, oid: str, upload_id: str, number: int) -> R
 
 
 @router.post("/lfs-storage/{oid}/{upload_id}")
-async def complete_multipart(request: Request, oid: str, upload_id: str) -> JSONResponse:
+def complete_multipart(
+    request: Request, oid: str, upload_id: str,
+    body: Annotated[CompleteMultipart, Depends(json_body(CompleteMultipart, "completion body"))],
+) -> JSONResponse:  # fmt: skip
     """Completion: check the part ETags, assemble, check size and sha256, then keep the object."""
     ctx = context(request)
     query = _checked_query(request)
-    size, count, namespace = _int(query, "size"), _int(query, "parts"), query.get("ns", "")
-    if ctx.blobs.exists(oid, size) and is_granted(ctx, namespace, oid):  # a retry after a lost response
+    size, count, chunk, namespace = _int(query, "size"), _int(query, "parts"), _int(query, "chunk"), query.get("ns", "")
+    if _already_stored(ctx, oid, size, namespace):  # a retry after a lost response
         ctx.blobs.discard_upload(upload_id)
         return _lfs_json({"oid": oid, "size": size})
-    body = await request.json()
-    parts = body.get("parts") if isinstance(body, dict) else None
-    if body.get("oid") != oid or not isinstance(parts, list) or len(parts) != count:
-        raise HubHTTPError(400, f"Completion must name oid {oid} and list all {count} parts")
-    chunk = _int(query, "chunk")
-    for part in parts:
-        number = int(part.get("partNumber", 0))
-        part_size = min(chunk, size - (number - 1) * chunk)
-        expected = f'"{ctx.signer.tag(upload_id, number, part_size)}"'
-        if not 1 <= number <= count or str(part.get("etag", "")).strip() != expected:
-            raise HubHTTPError(400, f"Part {number} has an unknown ETag: upload it again")
+    numbers = sorted(part.partNumber for part in body.parts)
+    if body.oid != oid or numbers != list(range(1, count + 1)):
+        raise HubHTTPError(400, f"Completion must name oid {oid} and list each of the {count} parts once")
+    for part in body.parts:
+        part_size = min(chunk, size - (part.partNumber - 1) * chunk)
+        expected = f'"{ctx.signer.tag(upload_id, part.partNumber, part_size)}"'
+        if part.etag.strip() != expected:
+            raise HubHTTPError(400, f"Part {part.partNumber} has an unknown ETag: upload it again")
     try:
-        await run_in_threadpool(ctx.blobs.assemble, upload_id, count, sha256=oid, size=size)
+        ctx.blobs.assemble(upload_id, count, sha256=oid, size=size)
     except ValidationError as exc:
         ctx.blobs.discard_upload(upload_id)
         raise HubHTTPError(400, f"Upload refused: {exc.message}") from None
-    await run_in_threadpool(_record_object, ctx, oid, size, namespace)
+    _record_object(ctx, oid, size, namespace)
     return _lfs_json({"oid": oid, "size": size})

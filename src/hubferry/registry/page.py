@@ -1,105 +1,122 @@
-"""The registry's HTML pages: a list of repos, and one page per repo with its files and history.
+"""The registry's HTML pages: the repo list, and one page per repo with its files and history.
 
-Server-rendered with ``string.Template``; every value from the database goes through
-``html.escape``. Browsers send no token, so they see public repos only.
+Rendered with Jinja2 with autoescaping on, so every value from the database or the request is
+escaped. Visitors see public repos; after signing in (:mod:`hubferry.registry.account`) they also see
+their private repos. Files link to signed, expiring downloads, so no token is needed in the browser.
 """
 
 from __future__ import annotations
 
-import html
-from importlib import resources
-from string import Template
+import base64
+import hashlib
+from typing import Any
 from urllib.parse import quote
 
+import jinja2
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+from markupsafe import Markup
 
 from . import storage
 from .api import iso
-from .auth import ANONYMOUS, Principal
-from .context import caller, context, param
+from .context import param
 from .httperrors import HubHTTPError
+from .resolve import download_url
+from .security import page_policy
+from .session import PageState, keep_nonce, page_state
 
 router = APIRouter()
 
 #: Commits shown on a repo page.
 HISTORY_LENGTH = 100
+#: Files listed on a repo page.
+FILES_SHOWN = 1000
 
-_TEMPLATE = Template(resources.files(__package__).joinpath("templates/index.html").read_text(encoding="utf-8"))
-
-
-def _render(title: str, body: str, status: int = 200) -> HTMLResponse:
-    page = _TEMPLATE.substitute(title=html.escape(title), body=body, home="/")
-    return HTMLResponse(page, status_code=status)
-
-
-def _principal(request: Request) -> Principal:
-    try:
-        return caller(request)
-    except HubHTTPError:
-        return ANONYMOUS
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("hubferry.registry", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+_STYLE = _ENV.loader.get_source(_ENV, "_style.html")[0]  # type: ignore[union-attr]
+_STYLE_HASH = "sha256-" + base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+#: The pages' Content-Security-Policy: their one stylesheet, no script at all.
+PAGE_POLICY = page_policy(_STYLE_HASH)
 
 
-def _size(n: int) -> str:
+def render(state: PageState, template: str, title: str, status: int = 200, **values: Any) -> HTMLResponse:
+    """A page from ``template``, with the page CSP, no caching, and the CSRF nonce cookie."""
+    html = _ENV.get_template(template).render(
+        title=title, principal=state.principal, csrf=state.csrf, style=Markup(_STYLE), **values
+    )
+    headers = {"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-store"}
+    response = HTMLResponse(html, status_code=status, headers=headers)
+    keep_nonce(state, response)
+    return response
+
+
+def message(state: PageState, status: int, text: str, back: str = "/") -> HTMLResponse:
+    """A page that only says ``text`` (errors and refusals)."""
+    title = "Not found" if status == 404 else "Sorry" if status >= 400 else "Done"
+    return render(state, "message.html", title, status, message=text, back=back, error=status >= 400)
+
+
+def human_size(n: int) -> str:
+    """``1536`` -> ``1.5 KiB``."""
     value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
             return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
-    return f"{n} B"
+    raise AssertionError("unreachable")
 
 
 @router.get("/", response_class=HTMLResponse)
 def index(request: Request) -> HTMLResponse:
-    repos = context(request).repos.list_repos(_principal(request))
-    if not repos:
-        return _render("Repositories", '<p class="muted">No repositories yet.</p>')
-    rows = []
-    for repo, head, date in repos:
-        link = "/" + "/".join(quote(part) for part in repo.url_path.split("/"))
-        badge = ' <span class="badge">private</span>' if repo.private else ""
-        rows.append(
-            f'<tr><td><a href="{html.escape(link)}">{html.escape(repo.repo_id)}</a>{badge}</td>'
-            f"<td>{html.escape(repo.type)}</td><td><code>{html.escape((head or '')[:12])}</code></td>"
-            f"<td>{html.escape(iso(date) if date else '')}</td></tr>"
-        )
-    table = (
-        "<table><thead><tr><th>Repository</th><th>Type</th><th>Head</th><th>Updated</th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table>"
-    )
-    return _render("Repositories", table)
+    state = page_state(request)
+    repos = [
+        {
+            "id": repo.repo_id,
+            "link": "/" + "/".join(quote(part, safe="") for part in repo.url_path.split("/")),
+            "private": repo.private,
+            "type": repo.type,
+            "head": head or "",
+            "updated": iso(date) if date else "",
+        }
+        for repo, head, date in state.ctx.repos.list_repos(state.principal)
+    ]
+    return render(state, "index.html", "Repositories", repos=repos)
 
 
 def _repo_page(request: Request, rtype: str, ns: str, name: str) -> HTMLResponse:
-    ctx = context(request)
+    state = page_state(request)
+    ctx = state.ctx
     try:
-        repo = ctx.repos.visible(_principal(request), rtype, param(ns), param(name))
+        repo = ctx.repos.visible(state.principal, rtype, param(ns), param(name))
     except HubHTTPError:
-        return _render("Not found", "<p>Repository not found.</p>", status=404)
+        hint = "" if state.principal.user else " If it is private, sign in first."
+        return message(state, 404, f"Repository {ns}/{name} not found.{hint}")
     with storage.reading(ctx.engine) as conn:
         head = ctx.repos.resolve(conn, repo, "main")
-        files = ctx.repos.entries(conn, repo, head, recursive=True, kind="file")
-    history = ctx.repos.commits(repo, head)[:HISTORY_LENGTH]
-    file_rows = "".join(
-        f"<tr><td>{html.escape(f.path)}</td><td class='num'>{html.escape(_size(f.size))}</td>"
-        f"<td>{'LFS' if f.lfs else ''}</td><td><code>{html.escape(f.sha256 if f.lfs else f.oid)}</code></td></tr>"
-        for f in files
-    )
-    commit_rows = "".join(
-        f"<tr><td><code>{html.escape(c.oid[:12])}</code></td><td>{html.escape(c.title)}</td>"
-        f"<td>{html.escape(c.author)}</td><td>{html.escape(iso(c.created_at))}</td></tr>"
-        for c in history
-    )
-    visibility = "private" if repo.private else "public"
-    body = (
-        f'<p class="muted">{html.escape(repo.type)} · {visibility} · head <code>{html.escape(head)}</code></p>'
-        "<h2>Files</h2><table><thead><tr><th>Path</th><th>Size</th><th>Storage</th>"
-        "<th>sha256 (LFS) / git oid</th></tr></thead>"
-        f"<tbody>{file_rows}</tbody></table>"
-        "<h2>History</h2><table><thead><tr><th>Commit</th><th>Title</th><th>Author</th><th>Date</th></tr></thead>"
-        f"<tbody>{commit_rows}</tbody></table>"
-    )
-    return _render(repo.repo_id, body)
+        rows = ctx.repos.entries(conn, repo, head, recursive=True, kind="file", limit=FILES_SHOWN + 1)
+    files = [
+        {
+            "path": row.path,
+            "size": human_size(row.size),
+            "lfs": row.lfs,
+            "hash": row.sha256 if row.lfs else row.oid,
+            # Relative links: the browser is already on the registry's origin.
+            "url": download_url(ctx, "", repo, state.principal, row.sha256, row.size, head, row.path.split("/")[-1]),
+        }
+        for row in rows[:FILES_SHOWN]
+    ]
+    commits = [
+        {"oid": c.oid, "title": c.title, "author": c.author, "date": iso(c.created_at)}
+        for c in ctx.repos.commits(repo, head)[:HISTORY_LENGTH]
+    ]
+    return render(
+        state, "repo.html", repo.repo_id, repo=repo, head=head, files=files, commits=commits,
+        more_files=len(rows) > FILES_SHOWN, files_shown=FILES_SHOWN, link_minutes=ctx.settings.url_ttl_s // 60,
+    )  # fmt: skip
 
 
 @router.get("/datasets/{ns}/{name}", response_class=HTMLResponse)

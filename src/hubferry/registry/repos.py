@@ -26,6 +26,10 @@ URL_PREFIXES = {"model": "", "dataset": "datasets/"}
 
 _NAME = re.compile(r"^\b[\w\-.]{1,96}\b$", re.ASCII)
 _SHA_PREFIX = re.compile(r"^[0-9a-f]{7,40}$")
+_BAD_REF_CHAR = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+_PR_REF = re.compile(r"refs/pr/([0-9]{1,9})")
+#: Longest branch or tag name.
+MAX_REF_BYTES = 255
 DEFAULT_BRANCH = "main"
 
 
@@ -85,12 +89,23 @@ def validate_repo_name(name: str, what: str = "name") -> None:
         )
 
 
-def clean_path(path: str) -> str:
-    """Validate a path inside a repo; 400 on empty, absolute, ``..`` or ``.git`` components."""
-    parts = path.strip("/").split("/") if path else []
-    if not parts or any(p in ("", ".", "..", ".git") for p in parts) or "\\" in path or "\0" in path:
-        raise HubHTTPError(400, f"Invalid path in repo: {path!r}")
-    return "/".join(parts)
+def validate_ref_name(name: str, kind: str) -> None:
+    """Git's ref-name rules (``git check-ref-format``), plus: ``refs/...`` names belong to the registry."""
+    if (
+        not name
+        or len(name.encode()) > MAX_REF_BYTES
+        or name.startswith(("/", "refs/", "-"))
+        or name.endswith(("/", ".", ".lock"))
+        or ".." in name
+        or "//" in name
+        or "@{" in name
+        or _BAD_REF_CHAR.search(name)
+    ):
+        raise HubHTTPError(
+            400,
+            f"Invalid {kind} name {name[:100]!r}: use letters, digits, '-', '_', '.' and '/', at most "
+            f"{MAX_REF_BYTES} bytes, not starting with 'refs/' or '/', no '..', '//', '@{{' or spaces",
+        )
 
 
 def gitattributes(extensions: Iterable[str]) -> bytes:
@@ -122,6 +137,18 @@ class RepoStore:
             select(storage.repos).where(t.type == repo_type, t.namespace == namespace, t.name == name)
         ).first()
         return _repo(row) if row else None
+
+    def by_pk(self, pk: int) -> Repo | None:
+        with storage.reading(self.engine) as conn:
+            row = conn.execute(select(storage.repos).where(storage.repos.c.id == pk)).first()
+        return _repo(row) if row else None
+
+    def references(self, repo: Repo, sha256: str) -> bool:
+        """Whether any commit of ``repo`` holds a file with this content."""
+        e = storage.entries.c
+        with storage.reading(self.engine) as conn:
+            found = conn.execute(select(e.path).where(e.repo_id == repo.pk, e.sha256 == sha256).limit(1)).first()
+        return found is not None
 
     def visible(self, principal: Principal, repo_type: str, namespace: str, name: str) -> Repo:
         """The repo if the caller may read it; otherwise 404 ``RepoNotFound``, as for a missing repo."""
@@ -170,16 +197,44 @@ class RepoStore:
             conn.execute(delete(storage.entries).where(storage.entries.c.repo_id == repo.pk))
             conn.execute(delete(storage.repos).where(storage.repos.c.id == repo.pk))
 
-    def list_repos(self, principal: Principal) -> list[tuple[Repo, str | None, float | None]]:
-        """Repos the caller may see, newest activity first, with head commit oid and date."""
+    def list_repos(
+        self,
+        principal: Principal,
+        *,
+        repo_type: str | None = None,
+        author: str | None = None,
+        search: str | None = None,
+        sort: str = "lastModified",
+        descending: bool = True,
+        offset: int = 0,
+        limit: int | None = None,
+        everything: bool = False,
+    ) -> list[tuple[Repo, str | None, float | None]]:
+        """Repos the caller may see (all of them with ``everything``), with head commit oid and date.
+
+        Args:
+            author: only this namespace.
+            search: only repo ids containing this text (case-insensitive).
+            sort: ``lastModified``, ``createdAt`` or ``id``.
+        """
         r, f, c = storage.repos.c, storage.refs.c, storage.commits.c
         query = (
             select(storage.repos, f.commit_oid, c.created_at.label("head_date"))
             .outerjoin(storage.refs, and_(f.repo_id == r.id, f.name == DEFAULT_BRANCH))
             .outerjoin(storage.commits, and_(c.repo_id == r.id, c.oid == f.commit_oid))
-            .where((r.private.is_(False)) | (r.owner == (principal.user or "")))
-            .order_by(c.created_at.desc())
         )
+        if not everything:
+            query = query.where((r.private.is_(False)) | (r.owner == (principal.user or "")))
+        if repo_type:
+            query = query.where(r.type == repo_type)
+        if author:
+            query = query.where(r.namespace == author)
+        if search:
+            query = query.where(func.instr(func.lower(r.namespace + "/" + r.name), search.lower()) > 0)
+        key = {"createdAt": r.created_at, "id": r.namespace + "/" + r.name}.get(sort, c.created_at)
+        query = query.order_by(key.desc() if descending else key.asc(), r.id).offset(offset)
+        if limit is not None:
+            query = query.limit(limit)
         with storage.reading(self.engine) as conn:
             rows = conn.execute(query).all()
         return [(_repo(row), row.commit_oid, row.head_date) for row in rows]
@@ -217,8 +272,7 @@ class RepoStore:
 
     def create_ref(self, repo: Repo, name: str, kind: str, starting_point: str | None) -> str:
         """Create a branch or tag at ``starting_point`` (default: main); 409 if the name is taken."""
-        if not name or name.startswith("/") or ".." in name or re.search(r"[\s~^:?*\[\\]", name):
-            raise HubHTTPError(400, f"Invalid {kind} name {name!r}")
+        validate_ref_name(name, kind)
         with storage.writing(self.engine) as conn:
             oid = self.resolve(conn, repo, starting_point or DEFAULT_BRANCH)
             taken = conn.execute(
@@ -340,10 +394,7 @@ class RepoStore:
             branch = ref.name
             pr_number = None
             if create_pr:
-                taken = conn.execute(
-                    select(func.count()).where(storage.refs.c.repo_id == repo.pk, storage.refs.c.kind == "pr")
-                ).scalar_one()
-                pr_number = taken + 1
+                pr_number = self._next_pr_number(conn, repo)
                 branch = f"refs/pr/{pr_number}"
                 conn.execute(insert(storage.refs).values(repo_id=repo.pk, name=branch, kind="pr", commit_oid=head))
             parent_rows = {row.path: row for row in self.entries(conn, repo, head, recursive=True)}
@@ -354,6 +405,16 @@ class RepoStore:
                 .values(commit_oid=oid)
             )
         return oid, pr_number
+
+    def _next_pr_number(self, conn: Connection, repo: Repo) -> int:
+        """One more than the highest ``refs/pr/N`` of any kind (a ref of that name may predate this rule)."""
+        names = conn.execute(
+            select(storage.refs.c.name).where(
+                storage.refs.c.repo_id == repo.pk, storage.refs.c.name.like("refs/pr/%")
+            )
+        ).scalars()
+        numbers = [int(m.group(1)) for n in names if (m := _PR_REF.fullmatch(n))]
+        return max(numbers, default=0) + 1
 
     def _write_commit(
         self,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
+GB = 1000**3
 
 #: Fault kinds the injector knows; see :mod:`hubferry.registry.faults`.
 FAULT_KINDS = ("500", "503", "429", "cut", "lost")
@@ -21,6 +23,12 @@ DEFAULT_LFS_EXTENSIONS = (
 )  # fmt: skip
 
 
+def _default_data_dir() -> Path:
+    from hubferry.config import load_settings  # the one place HUBFERRY_HOME is resolved
+
+    return load_settings().home / "hub"
+
+
 class RegistrySettings(BaseSettings):
     """Configuration of one registry server.
 
@@ -30,11 +38,15 @@ class RegistrySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="HUBFERRY_HUB_", extra="forbid")
 
-    #: Where the SQLite database, the blobs and the signing key live.
-    data_dir: Path = Path("hub-data")
+    #: Where the SQLite database, the blobs and the signing key live (default ``$HUBFERRY_HOME/hub``).
+    data_dir: Path = Field(default_factory=_default_data_dir)
     host: str = "127.0.0.1"
     port: int = Field(8480, ge=0, le=65535)
-    #: Base URL written into links (``url``, ``commitUrl``, LFS hrefs); derived from the request if unset.
+    #: Base URL written into links (``url``, ``commitUrl``, signed LFS and download URLs) and the only
+    #: origin the sign-in pages accept. If unset: ``http://<address the server socket listens on>``
+    #: (as the server reports it), else ``http://{host}:{port}`` of these settings; never the request's
+    #: ``Host`` header, which any client can forge. Set it when clients reach the registry through a
+    #: proxy or a DNS name.
     public_url: str | None = None
 
     #: Files above this size are sent through LFS (the Hub uses 10 MiB).
@@ -52,8 +64,25 @@ class RegistrySettings(BaseSettings):
     tree_expand_page_size: int = Field(50, ge=1)
     #: Commits per ``list_repo_commits`` page.
     commits_page_size: int = Field(50, ge=1)
+    #: Largest LFS object accepted (the Hub's per-file limit is 50 GB).
+    max_object_size: int = Field(50 * GB, ge=1)
+    #: Most parts of one multipart upload (S3 allows 10,000).
+    max_parts: int = Field(10_000, ge=1)
+    #: Largest ordinary JSON request body (preupload, LFS batch, paths-info ...).
+    max_json_bytes: int = Field(4 * MiB, ge=1024)
+    #: Largest NDJSON commit body (the Hub documents a 1 GB payload for regular files).
+    max_commit_bytes: int = Field(1024 * MiB, ge=1024)
+    #: Most operations in one commit (the Hub documents 25k LFS files per commit).
+    max_commit_operations: int = Field(25_000, ge=1)
+    #: Most files or paths named in one preupload or paths-info call (the Hub answers 413 beyond 1000).
+    max_files_per_request: int = Field(1000, ge=1)
+
     #: Lifetime of presigned upload and download URLs.
     url_ttl_s: int = Field(3600, ge=1)
+    #: How often leftover multipart parts (of uploads whose URLs expired) are removed.
+    cleanup_interval_s: float = Field(600.0, gt=0)
+    #: Lifetime of a sign-in session of the HTML pages.
+    session_ttl_s: int = Field(12 * 3600, ge=60)
     #: HMAC key for presigned URLs; a random key is generated and kept in the data dir if unset.
     secret: str | None = None
 
@@ -63,6 +92,22 @@ class RegistrySettings(BaseSettings):
     fault_kinds: Annotated[tuple[str, ...], NoDecode] = FAULT_KINDS
     #: Only requests whose path matches this regular expression can fail (all but exempt routes if unset).
     fault_paths: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("must be an http(s) URL such as https://hub.example.com (a path prefix is allowed)")
+        return value.rstrip("/")
+
+    @property
+    def default_url(self) -> str:
+        """``http://{host}:{port}``, the base URL when ``public_url`` is unset and the server reports none."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     @field_validator("fault_kinds", "lfs_extensions", mode="before")
     @classmethod

@@ -50,6 +50,8 @@ tokens = Table(
     Column("role", String, nullable=False),  # "read" or "write"
     Column("display_name", String, nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("prefix", String, nullable=True),  # the first characters, to tell tokens apart; NULL before v2
+    Column("last_used_at", Float, nullable=True),
 )
 
 repos = Table(
@@ -102,6 +104,7 @@ entries = Table(
     Column("last_commit_oid", String, nullable=False),
     ForeignKeyConstraint(["repo_id", "commit_oid"], ["commits.repo_id", "commits.oid"], ondelete="CASCADE"),
     Index("ix_entries_parent", "repo_id", "commit_oid", "parent_path"),
+    Index("ix_entries_sha256", "repo_id", "sha256"),  # "does this repo still hold the blob?" per download
 )
 
 
@@ -149,7 +152,33 @@ def make_engine(data_dir: Path) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     metadata.create_all(engine)
+    _upgrade(engine)
     return engine
+
+
+#: Columns and indexes added after the first release (by table and name), created on data dirs that predate them.
+_UPGRADES = {
+    ("tokens", "prefix"): "ALTER TABLE tokens ADD COLUMN prefix VARCHAR",
+    ("tokens", "last_used_at"): "ALTER TABLE tokens ADD COLUMN last_used_at FLOAT",
+    ("entries", "ix_entries_sha256"): "CREATE INDEX IF NOT EXISTS ix_entries_sha256 ON entries (repo_id, sha256)",
+}
+
+
+def _upgrade(engine: Engine) -> None:
+    def missing(connection: Connection) -> list[str]:
+        present = {
+            table: {row[1] for pragma in ("table_info", "index_list")
+                    for row in connection.exec_driver_sql(f"PRAGMA {pragma}({table})")}
+            for table in {table for table, _ in _UPGRADES}
+        }  # fmt: skip
+        return [ddl for (table, name), ddl in _UPGRADES.items() if name not in present[table]]
+
+    with reading(engine) as connection:
+        if not missing(connection):
+            return
+    with writing(engine) as connection:  # checked again under the write lock: another process may have won
+        for ddl in missing(connection):
+            connection.exec_driver_sql(ddl)
 
 
 @contextmanager

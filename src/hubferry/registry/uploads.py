@@ -5,21 +5,34 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
-import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from . import gitobjects, storage
 from .api import REPO
+from .auth import Principal
+from .bodies import (
+    COMMIT_VALUES,
+    Body,
+    CommitDelete,
+    CommitFile,
+    CommitHeader,
+    CommitLfsFile,
+    CommitLine,
+    Preupload,
+    ValidateYaml,
+)
 from .context import RegistryContext, base_url, caller, context, param, repo_type
 from .httperrors import HubHTTPError, error_response
 from .lfs import is_granted
-from .repos import AddFile, DeleteFile, DeleteFolder, Operation, Repo, clean_path
+from .limits import declared_length, json_body, parse_json, read_body, too_large, validate
+from .paths import repo_path
+from .repos import AddFile, DeleteFile, DeleteFolder, Operation, Repo
 from .settings import RegistrySettings
 
 router = APIRouter()
@@ -46,41 +59,59 @@ def _is_binary(sample: bytes) -> bool:
 
 
 @router.post(REPO + "/preupload/{rev}")
-async def preupload(request: Request, rtype: str, ns: str, name: str, rev: str) -> dict[str, Any]:
+def preupload(
+    request: Request, rtype: str, ns: str, name: str, rev: str,
+    body: Annotated[Preupload, Depends(json_body(Preupload))],
+) -> dict[str, Any]:  # fmt: skip
     ctx = context(request)
     repo = ctx.repos.writable(caller(request), repo_type(rtype), param(ns), param(name))
-    body = await request.json()
-    files = body.get("files") if isinstance(body, dict) else None
-    if not isinstance(files, list):
-        raise HubHTTPError(400, "Expected a JSON object with a 'files' list")
+    settings = ctx.settings
+    if len(body.files) > settings.max_files_per_request:
+        raise HubHTTPError(413, f"Too many files: at most {settings.max_files_per_request} per preupload call")
+    paths = [repo_path(f.path) for f in body.files]
+    for item in body.files:
+        if item.size > settings.max_object_size:
+            raise object_too_large(item.path, item.size, settings.max_object_size)
     with storage.reading(ctx.engine) as conn:
         head = ctx.repos.resolve(conn, repo, param(rev))
-        paths = [clean_path(str(f.get("path", ""))) for f in files]
         current = {row.path: row for row in ctx.repos.entries(conn, repo, head, paths=paths, kind="file")}
     answer = []
-    for path, item in zip(paths, files, strict=True):
+    for path, item in zip(paths, body.files, strict=True):
         try:
-            sample = base64.b64decode(item.get("sample") or "", validate=False)
+            sample = base64.b64decode(item.sample, validate=False)
         except (binascii.Error, ValueError):
-            raise HubHTTPError(400, f"Invalid base64 sample for {path!r}") from None
-        mode = upload_mode(path, int(item.get("size") or 0), sample, ctx.settings)
+            raise HubHTTPError(400, f"Invalid base64 sample for {item.path!r}") from None
+        mode = upload_mode(path, item.size, sample, settings)
         row = current.get(path)
         oid = None
         if row is not None:
             oid = row.sha256 if mode == "lfs" else (row.oid if not row.lfs else None)
-        answer.append({"path": path, "uploadMode": mode, "shouldIgnore": False, "oid": oid})
+        # The client matches answers by the path it sent, so echo it (it is stored in NFC).
+        answer.append({"path": item.path, "uploadMode": mode, "shouldIgnore": False, "oid": oid})
     return {"files": answer, "commitOid": head}
+
+
+def object_too_large(path: str, size: int, limit: int) -> HubHTTPError:
+    return HubHTTPError(
+        413, f"{path!r} is {size} bytes, more than the {limit}-byte limit per file of this registry; split the file"
+    )
 
 
 @router.post("/api/validate-yaml")
 async def validate_yaml(request: Request) -> JSONResponse:
+    # The client reads the JSON of any answer, so every refusal below carries the errors body.
     try:
-        body = json.loads(await request.body())
-        content = body["content"]
-    except (ValueError, KeyError, TypeError):
-        return _yaml_errors("Expected a JSON body with a 'content' string")
-    if not isinstance(content, str):
-        return _yaml_errors("'content' must be a string")
+        raw = await read_body(request, context(request).settings.max_json_bytes)
+    except HubHTTPError as exc:
+        return _yaml_errors(exc.message, exc.status)
+    return await run_in_threadpool(_validate_yaml, raw)
+
+
+def _validate_yaml(raw: bytes) -> JSONResponse:
+    try:
+        content = validate(ValidateYaml, parse_json(raw)).content
+    except HubHTTPError as exc:
+        return _yaml_errors(exc.message)
     lines = content.replace("\r\n", "\n").split("\n")
     if not lines or lines[0].strip() != "---":
         return JSONResponse({"errors": [], "warnings": []})
@@ -92,22 +123,33 @@ async def validate_yaml(request: Request) -> JSONResponse:
         metadata = yaml.safe_load("\n".join(lines[1:end]))
     except yaml.YAMLError as exc:
         return _yaml_errors(f"Invalid YAML in the metadata: {exc}")
+    except RecursionError:  # PyYAML composes nested collections recursively
+        return _yaml_errors("The YAML metadata nests too deeply")
     if metadata is not None and not isinstance(metadata, dict):
         return _yaml_errors("The metadata must be a YAML mapping")
     return JSONResponse({"errors": [], "warnings": []})
 
 
-def _yaml_errors(message: str) -> JSONResponse:
-    return error_response(400, message, "BadRequest", body={"errors": [{"message": message}], "warnings": []})
+def _yaml_errors(message: str, status: int = 400) -> JSONResponse:
+    return error_response(status, message, body={"errors": [{"message": message}], "warnings": []})
 
 
 # -- commit -----------------------------------------------------------------------------------------
 
 
-async def _ndjson_lines(request: Request, max_line: int) -> AsyncIterator[bytes]:
+#: Commit lines up to this size are parsed on the event loop (microseconds); longer ones in a thread.
+INLINE_PARSE_BYTES = 64 * 1024
+
+
+async def _ndjson_lines(request: Request, max_line: int, max_total: int) -> AsyncIterator[bytes]:
     """Lines of the request body, holding at most one line (plus a chunk) in memory."""
+    declared_length(request, max_total, "The commit body")
     buffer = bytearray()
+    total = 0
     async for chunk in request.stream():
+        total += len(chunk)
+        if total > max_total:
+            raise too_large("The commit body", max_total)
         buffer += chunk
         start = 0
         while (end := buffer.find(b"\n", start)) >= 0:
@@ -117,24 +159,28 @@ async def _ndjson_lines(request: Request, max_line: int) -> AsyncIterator[bytes]
         del buffer[:start]
         if len(buffer) > max_line:
             raise HubHTTPError(
-                400, "A commit line is too large: regular files are limited to "
+                413, "A commit line is too large: regular files are limited to "
                 f"{max_line * 3 // 4 // (1024 * 1024)} MiB, upload larger files through LFS",
             )  # fmt: skip
     if buffer.strip():
         yield bytes(buffer)
 
 
-def _stage_regular(ctx: RegistryContext, path: str, value: dict[str, Any]) -> AddFile:
+def _parse_line(line: bytes) -> tuple[str, Body]:
+    """One NDJSON commit line as ``(key, value model)``; 400 naming what is malformed."""
+    item = validate(CommitLine, parse_json(line, "commit line"), "commit line")
+    return item.key, validate(COMMIT_VALUES[item.key], item.value, f"{item.key!r} commit line")
+
+
+def _stage_regular(ctx: RegistryContext, path: str, value: CommitFile) -> AddFile:
     """Decode a ``file`` operation and store its content (blocking)."""
-    encoding = value.get("encoding", "base64")
-    content = value.get("content", "")
-    if encoding != "base64":
-        data = str(content).encode()
-    else:
+    if value.encoding == "base64":
         try:
-            data = base64.b64decode(content, validate=True)
+            data = base64.b64decode(value.content, validate=True)
         except (binascii.Error, ValueError):
             raise HubHTTPError(400, f"Invalid base64 content for {path!r}") from None
+    else:
+        data = value.content.encode()
     limit = ctx.settings.regular_max_size
     if len(data) > limit:
         raise HubHTTPError(
@@ -146,59 +192,63 @@ def _stage_regular(ctx: RegistryContext, path: str, value: dict[str, Any]) -> Ad
     return AddFile(path, len(data), sha256, gitobjects.blob_oid(data), lfs=False)
 
 
-def _stage_lfs(ctx: RegistryContext, namespace: str, path: str, value: dict[str, Any]) -> AddFile:
-    oid = str(value.get("oid", ""))
-    if value.get("algo", "sha256") != "sha256":
-        raise HubHTTPError(400, f"Unsupported LFS hash algorithm for {path!r}: {value.get('algo')!r}")
+def _stage_lfs(ctx: RegistryContext, namespace: str, path: str, value: CommitLfsFile) -> AddFile:
+    oid = value.oid
     stored = ctx.blobs.size(oid)
     if stored is None or not is_granted(ctx, namespace, oid):
         raise HubHTTPError(
             400,
             f"LFS object {oid} for {path!r} was never uploaded: upload it through the LFS batch API before committing",
         )
-    if value.get("size") is not None and int(value["size"]) != stored:
-        raise HubHTTPError(400, f"LFS object {oid} for {path!r} is {stored} bytes, not {value['size']}")
+    if value.size is not None and value.size != stored:
+        raise HubHTTPError(400, f"LFS object {oid} for {path!r} is {stored} bytes, not {value.size}")
     return AddFile(path, stored, oid, gitobjects.lfs_pointer_oid(oid, stored), lfs=True)
+
+
+def _writable(request: Request, rtype: str, ns: str, name: str) -> tuple[RegistryContext, Principal, Repo]:
+    ctx = context(request)
+    principal = caller(request)
+    return ctx, principal, ctx.repos.writable(principal, repo_type(rtype), param(ns), param(name))
 
 
 @router.post(REPO + "/commit/{rev}")
 async def commit(request: Request, rtype: str, ns: str, name: str, rev: str, create_pr: str | None = None) -> Any:
-    ctx = context(request)
-    principal = caller(request)
-    repo = ctx.repos.writable(principal, repo_type(rtype), param(ns), param(name))
-    header: dict[str, Any] = {}
+    # Async so the body streams line by line; every blocking step below runs in a worker thread.
+    ctx, principal, repo = await run_in_threadpool(_writable, request, rtype, ns, name)
+    settings = ctx.settings
+    header = CommitHeader()
     operations: list[Operation] = []
-    max_line = ctx.settings.regular_max_size * 4 // 3 + 64 * 1024
-    async for line in _ndjson_lines(request, max_line):
-        try:
-            item = json.loads(line)
-            key, value = item["key"], item["value"]
-        except (ValueError, KeyError, TypeError):
-            raise HubHTTPError(400, 'Malformed commit payload: each line must be {"key", "value"}') from None
-        if key == "header":
+    max_line = settings.regular_max_size * 4 // 3 + 64 * 1024
+    async for line in _ndjson_lines(request, max_line, settings.max_commit_bytes):
+        if len(line) <= INLINE_PARSE_BYTES:
+            key, value = _parse_line(line)
+        else:
+            key, value = await run_in_threadpool(_parse_line, line)
+        if isinstance(value, CommitHeader):
             header = value
             continue
-        path = clean_path(str(value.get("path", "")))
-        if key == "file":
-            operations.append(await run_in_threadpool(_stage_regular, ctx, path, value))
-        elif key == "lfsFile":
+        if len(operations) >= settings.max_commit_operations:
+            raise HubHTTPError(
+                413, f"Too many operations: at most {settings.max_commit_operations} per commit; split the commit"
+            )
+        if isinstance(value, CommitFile):
+            operations.append(await run_in_threadpool(_stage_regular, ctx, repo_path(value.path), value))
+        elif isinstance(value, CommitLfsFile):
+            path = repo_path(value.path)
             operations.append(await run_in_threadpool(_stage_lfs, ctx, repo.namespace, path, value))
-        elif key == "deletedFile":
-            operations.append(DeleteFile(path))
-        elif key == "deletedFolder":
-            operations.append(DeleteFolder(path))
-        else:
-            raise HubHTTPError(400, f"Unknown commit operation {key!r}")
-    title = str(header.get("summary") or "").strip() or "Update files"
+        elif isinstance(value, CommitDelete):
+            folder = key == "deletedFolder"
+            path = repo_path(value.path, folder=folder)
+            operations.append(DeleteFolder(path) if folder else DeleteFile(path))
     oid, pr = await run_in_threadpool(
         ctx.repos.apply_commit,
         repo,
         param(rev),
         operations,
         author=principal.user or "",
-        title=title,
-        description=str(header.get("description") or ""),
-        parent_commit=header.get("parentCommit") or None,
+        title=header.summary.strip() or "Update files",
+        description=header.description,
+        parent_commit=header.parentCommit or None,
         create_pr=create_pr in ("1", "true", "True"),
     )
     return _commit_response(request, repo, oid, pr)
