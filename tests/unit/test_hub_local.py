@@ -78,8 +78,7 @@ def test_secret_scan_finds_each_kind_with_file_and_line(tmp_path):
     ])
     (tmp_path / "config.yaml").write_text(text)
     (tmp_path / "weights.bin").write_bytes(("hf_" + "a" * 34).encode())
-    files = manifest.build(manifest.select_paths(tmp_path), git_sha1_limit=1 << 20)
-    findings = secret_scan.scan(files, max_bytes=1 << 20)
+    _files, findings = manifest.hash_all(manifest.select_paths(tmp_path), git_sha1_limit=1 << 20, scan=[])
     assert [(f.path, f.line) for f in findings] == [("config.yaml", n) for n in (2, 3, 4, 5, 6)]
     with pytest.raises(ValidationError) as info:
         secret_scan.refuse(findings)
@@ -180,14 +179,19 @@ def test_before_retry_short_circuits_a_landed_commit():
     assert len(sent) == 1
 
 
-def test_preupload_groups_keep_parallel_uploads_busy():
-    from hubferry.hub.upload import PARALLEL_UPLOADS, _groups
+def test_upload_groups_start_each_large_file_alone_and_group_small_ones():
+    from hubferry.hub.upload import SMALL_FILES_PER_CALL, upload_groups
 
-    files = [(f, None) for f in _files(1, 2, *[100] * 12)]  # two small files, twelve "large" ones
-    groups = list(_groups(files, max_bytes=150, regular_limit=10))
-    sizes = [[f.size for f, _ in g] for g in groups]
-    assert sizes[0][:2] == [1, 2] and all(sum(s > 10 for s in g) >= PARALLEL_UPLOADS for g in sizes[:-1])
-    assert sum(len(g) for g in sizes) == 14
+    files = _files(1, 2, *[100] * 12, *[1] * (SMALL_FILES_PER_CALL + 1))  # two small, twelve large, many tiny
+    groups = [[f.size for f in g] for g in upload_groups(files, regular_limit=10, small_bytes=1000)]
+    # Each large file is its own preupload call, so up to PARALLEL_UPLOADS of them transfer at once
+    # and each starts as soon as it is hashed; small files share calls of bounded count and bytes.
+    assert groups[:12] == [[100]] * 12
+    assert [len(g) for g in groups[12:]] == [SMALL_FILES_PER_CALL, 3]
+    assert sum(len(g) for g in groups) == len(files)
+    assert [[f.size for f in g] for g in upload_groups(_files(6, 6, 6), regular_limit=10, small_bytes=12)] == [
+        [6, 6], [6],
+    ]
 
 
 def test_redaction_masks_token_shapes_and_signed_queries():

@@ -1,0 +1,86 @@
+"""The :class:`~hubferry.services.ports.Publisher` port on huggingface_hub: how services reach the Hub."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from huggingface_hub import HfApi
+
+from hubferry.config import Settings
+from hubferry.errors import PermanentError, ValidationError
+from hubferry.hub import preflight, retry
+from hubferry.hub.card import CardInfo
+from hubferry.hub.client import HubClients
+from hubferry.hub.manifest import LocalFile
+from hubferry.hub.progress import PushProgress
+from hubferry.hub.publish import Publication, local_manifest, publish
+from hubferry.hub.verify import verify
+from hubferry.services.ports import HubIdentity, HubTarget
+
+
+class HubPublisher:
+    """Publishes with the settings' retry policy through one :class:`HubClients` factory.
+
+    Every Hub call is retried on transient failures and classified by :mod:`hubferry.hub.failures`;
+    no method lets a raw client exception out. Nothing is ever published from ``settings.home``.
+    """
+
+    def __init__(self, settings: Settings, clients: HubClients) -> None:
+        self.settings = settings
+        self.clients = clients
+        self.policy = retry.RetryPolicy.from_settings(settings)
+
+    def _api(self, target: HubTarget) -> HfApi:
+        token = preflight.resolve_token(target.token)
+        return self.clients.api(target.endpoint.rstrip("/"), token)
+
+    def identify(self, target: HubTarget) -> HubIdentity:
+        """whoami, retried on transient failures; PermanentError for a bad token."""
+        return preflight.identify(self._api(target), self.policy)
+
+    def check_target(self, target: HubTarget, repo_id: str) -> HubIdentity:
+        """Pre-flight before any compute is spent: the endpoint answers, the token is valid and may
+        write to the namespace, and the repo is free or an existing repo the user may write to."""
+        namespace, _ = preflight.check_repo_id(repo_id)
+        api = self._api(target)
+        identity = preflight.identify(api, self.policy)
+        if identity.role == "read":
+            preflight.require_write(identity, namespace, api.endpoint)
+        existing = preflight.existing_repo(api, repo_id, "model", self.policy)
+        if existing is not None and not identity.can_write(namespace):
+            raise PermanentError(
+                f"{repo_id} already exists and belongs to {namespace!r}: {identity.name} cannot write to it",
+                category="authentication", url=f"{api.endpoint}/{repo_id}", repo_id=repo_id,
+                hint=f"choose a repo under {identity.name}/..., or use a token of {namespace!r} with write rights",
+            )
+        preflight.require_write(identity, namespace, api.endpoint)
+        return identity
+
+    def repo_exists(self, target: HubTarget, repo_id: str) -> bool:
+        """Whether ``repo_id`` exists (and is visible to the token), retried and classified."""
+        preflight.check_repo_id(repo_id)
+        return preflight.existing_repo(self._api(target), repo_id, "model", self.policy) is not None
+
+    def publish(
+        self, folder: Path, repo_id: str, target: HubTarget, *, private: bool, message: str, card: CardInfo,
+        progress: Callable[[PushProgress], None],
+    ) -> Publication:
+        """Push ``folder`` (resumable, exactly once); not yet verified."""
+        return publish(
+            folder, repo_id, endpoint=target.endpoint, token=preflight.resolve_token(target.token), private=private,
+            message=message, card=card, progress=progress, settings=self.settings, clients=self.clients,
+            forbidden_roots=[self.settings.home], verify_after=False,
+        )
+
+    def verify(
+        self, folder: Path, repo_id: str, target: HubTarget, commit_sha: str, card: CardInfo,
+        files: list[LocalFile] | None = None,
+    ) -> list[LocalFile]:
+        """Read ``commit_sha`` back and compare it with ``files`` (default: ``folder`` hashed again,
+        with the card a publish would add); raises VerificationError on a difference."""
+        if not commit_sha:
+            raise ValidationError(f"no commit to verify for {repo_id}", repo_id=repo_id, hint="publish it first")
+        files = files if files is not None else local_manifest(folder, repo_id, card=card, settings=self.settings)
+        verify(self._api(target), repo_id, "model", commit_sha, files, self.policy)
+        return files
