@@ -7,6 +7,9 @@ Kinds:
 - ``cut``: part of the request body is read, then the connection is dropped.
 - ``lost``: the request runs normally (a commit is applied), but the client gets a 503 or a
   dropped connection instead of the response: the "applied but response lost" case.
+- ``text429``, ``html502``, ``html503``: what a proxy, CDN or load balancer in front of the Hub
+  answers: a ``text/plain`` 429 without ``Retry-After`` (nginx ``limit_req``), and ``text/html``
+  502/503 pages, none with ``X-Error-Code`` or a JSON body.
 
 Which request fails is decided by a ``random.Random(seed)`` drawn once per eligible request in
 arrival order, so a run with the same seed and the same request sequence fails the same way.
@@ -43,7 +46,7 @@ class FaultPlan:
     Args:
         rate: share of eligible requests that fail, 0..1.
         seed: seed of the decision sequence.
-        kinds: enabled kinds among ``500 503 429 cut lost``.
+        kinds: enabled kinds among ``500 503 429 cut lost text429 html502 html503``.
         paths: optional regular expression; only matching paths are eligible.
     """
 
@@ -99,6 +102,9 @@ class FaultInjectionMiddleware:
         if kind in ("500", "503", "429"):
             await _drain(receive)
             await _send_error(send, int(kind))
+        elif kind in PROXY_PAGES:
+            await _drain(receive)
+            await _send_proxy_page(send, kind)
         elif kind == "cut":
             await _drain(receive, limit=rng.randint(0, 256 * 1024))
             await _drop(send, scope["method"])
@@ -141,6 +147,30 @@ async def _send_error(send: Any, status: int) -> None:
     ]
     if status == 429:
         headers += [(b"retry-after", b"0"), (b"ratelimit", b'"api";r=0;t=0')]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+#: Proxy answers: status, content type and body, as nginx, an AWS load balancer or a CDN sends them.
+PROXY_PAGES: dict[str, tuple[int, str, bytes]] = {
+    "text429": (429, "text/plain; charset=utf-8", b"429 Too Many Requests\n"),
+    "html502": (
+        502, "text/html",
+        b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
+        b"</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
+    ),
+    "html503": (
+        503, "text/html; charset=utf-8",
+        b"<!DOCTYPE html><html><head><title>503 Service Temporarily Unavailable</title></head><body>"
+        b"<h1>Service Temporarily Unavailable</h1><p>The server is temporarily unable to service your request."
+        b"</p></body></html>",
+    ),
+}
+
+
+async def _send_proxy_page(send: Any, kind: str) -> None:
+    status, content_type, body = PROXY_PAGES[kind]
+    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -13,7 +13,7 @@ MiB = 1024 * 1024
 GB = 1000**3
 
 #: Fault kinds the injector knows; see :mod:`hubferry.registry.faults`.
-FAULT_KINDS = ("500", "503", "429", "cut", "lost")
+FAULT_KINDS = ("500", "503", "429", "cut", "lost", "text429", "html502", "html503")
 
 #: File extensions always stored through LFS, as in the Hub's default ``.gitattributes``.
 DEFAULT_LFS_EXTENSIONS = (
