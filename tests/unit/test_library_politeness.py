@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -22,7 +21,8 @@ _SNAPSHOT = textwrap.dedent(
     def snapshot():
         def logger(name):
             lg = logging.getLogger(name)
-            return {"level": lg.level, "handlers": [(repr(h), [repr(f) for f in h.filters], repr(h.formatter)) for h in lg.handlers],
+            handlers = [(repr(h), [repr(f) for f in h.filters], repr(h.formatter)) for h in lg.handlers]
+            return {"level": lg.level, "handlers": handlers,
                     "filters": [repr(f) for f in lg.filters], "propagate": lg.propagate,
                     "disabled": lg.disabled}
         return {
