@@ -1,0 +1,101 @@
+"""The uploader's pipeline: a file uploads while the next one is still being hashed; nothing is
+committed before every file is hashed and scanned."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from types import SimpleNamespace
+
+import pytest
+
+from hubferry.config import load_settings
+from hubferry.hub import manifest, retry
+from hubferry.hub.upload import Ready, Uploader
+
+
+def _file(name: str, data: bytes) -> manifest.LocalFile:
+    return manifest.from_bytes(name, data)
+
+
+class FakeHub:
+    """The few HfApi methods the uploader calls, recording their order."""
+
+    endpoint = "http://fake.test"
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.uploaded = {name: threading.Event() for name in ("a.bin", "b.bin", "c.bin")}
+
+    def repo_info(self, repo_id, repo_type, revision):
+        return SimpleNamespace(sha="0" * 40)
+
+    def preupload_lfs_files(self, repo_id, additions, **_kwargs):
+        for op in additions:
+            op._upload_mode, op._remote_oid = "lfs", None
+            self.calls.append(f"upload {op.path_in_repo}")
+            self.uploaded[op.path_in_repo].set()
+
+    def create_commit(self, repo_id, operations, commit_message, **_kwargs):
+        self.calls.append("commit")
+        return SimpleNamespace(oid="1" * 40)
+
+
+class Hashing:
+    """A file whose hash is ready only once ``gate`` is set (or after a timeout, recorded)."""
+
+    def __init__(self, file: manifest.LocalFile, gate: threading.Event, log: list[str]) -> None:
+        self.file, self.gate, self.log = file, gate, log
+        self.path_in_repo, self.size = file.path_in_repo, file.size
+
+    def result(self) -> manifest.LocalFile:
+        if not self.gate.wait(5):
+            self.log.append(f"{self.path_in_repo} waited in vain")
+        self.log.append(f"hashed {self.path_in_repo}")
+        return self.file
+
+
+def _uploader(hub: FakeHub, **kwargs) -> Uploader:
+    settings = load_settings(regular_file_limit=10, commit_max_files=100)
+    return Uploader(
+        hub, repo_id="alice/m", repo_type="model", revision="main", settings=settings,  # type: ignore[arg-type]
+        policy=retry.RetryPolicy(max_attempts=1), progress=lambda e: None, bytes_total=300, files_total=3,
+        xet=False, **kwargs,
+    )
+
+
+def test_a_file_uploads_while_the_next_one_is_still_being_hashed():
+    hub = FakeHub()
+    log: list[str] = []
+    a, b, c = (_file(f"{n}.bin", bytes([i]) * 100) for i, n in enumerate("abc"))
+    # b's hash becomes ready only once a is uploading, c's once b is: a serial hash-then-upload waits in vain.
+    entries = [Ready(a), Hashing(b, hub.uploaded["a.bin"], log), Hashing(c, hub.uploaded["b.bin"], log)]
+    result = _uploader(hub).run(entries, "msg")
+    assert not [line for line in log if "in vain" in line], log
+    assert hub.calls == ["upload a.bin", "upload b.bin", "upload c.bin", "commit"]
+    assert result.commits_created == 1 and result.commit_sha == "1" * 40
+
+
+def test_nothing_is_committed_before_every_file_is_hashed_and_scanned_clean():
+    hub = FakeHub()
+    a = _file("a.bin", b"a" * 100)
+    found = manifest.SecretsFound([])
+
+    def not_clean() -> None:
+        raise found
+
+    with pytest.raises(manifest.SecretsFound):
+        _uploader(hub, before_commit=not_clean).run([Ready(a)], "msg")
+    assert hub.calls == ["upload a.bin"]
+
+
+def test_hash_ahead_hashes_in_order_on_one_thread_and_reports_secrets(tmp_path):
+    (tmp_path / "a.bin").write_bytes(b"\0" * 2000)
+    (tmp_path / "b.bin").write_bytes(b"\0" * 1000 + b"hf_" + b"x" * 34)
+    items = manifest.select_paths(tmp_path)
+    with manifest.HashAhead(items, git_sha1_limit=0, scan=["hf_" + "x" * 34]) as ahead:
+        first = ahead.pending[0].result()
+        assert first.sha256 == hashlib.sha256(b"\0" * 2000).hexdigest() and first.sample == b"\0" * 512
+        with pytest.raises(manifest.SecretsFound) as info:
+            ahead.finished()
+    assert [f.location for f in info.value.findings] == ["b.bin (byte 1000)"]
