@@ -85,7 +85,9 @@ def check_write_access(api: HfApi, namespace: str, policy: retry.RetryPolicy) ->
     return identity
 
 
-def existing_repo(api: HfApi, repo_id: str, repo_type: str, policy: retry.RetryPolicy) -> ModelInfo | DatasetInfo | None:
+def existing_repo(
+    api: HfApi, repo_id: str, repo_type: str, policy: retry.RetryPolicy,
+) -> ModelInfo | DatasetInfo | None:
     """The repo as the Hub describes it, or None when it does not exist (or is invisible to the token)."""
 
     def read() -> ModelInfo | DatasetInfo | None:

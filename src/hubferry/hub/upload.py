@@ -194,6 +194,24 @@ def upload_groups(files: Sequence[Pending], *, regular_limit: int, small_bytes: 
         yield small
 
 
+def _rounds(items: list[tuple[LocalFile, CommitOperationAdd]]) -> list[list[CommitOperationAdd]]:
+    """Preupload calls for one group, each with distinct contents.
+
+    huggingface_hub uploads an LFS object once per call, through the operation it saw last for that
+    sha256, from several threads: two paths with the same bytes in one call would share one file
+    object. A later round finds the object stored and sends nothing.
+    """
+    rounds: list[tuple[set[str], list[CommitOperationAdd]]] = []
+    for f, op in items:
+        free = next((r for r in rounds if f.sha256 not in r[0]), None)
+        if free is None:
+            free = (set(), [])
+            rounds.append(free)
+        free[0].add(f.sha256)
+        free[1].append(op)
+    return [ops for _, ops in rounds]
+
+
 class _Ticker:
     """Turns the byte counters into progress events every :data:`PROGRESS_TICK_S` while uploads run.
 
@@ -346,13 +364,14 @@ class Uploader:
 
                 op.path_or_fileobj.counter = count
         try:
-            self._call(
-                lambda: self.api.preupload_lfs_files(
-                    self.repo_id, additions=[op for _, op in items], repo_type=self.repo_type,
-                    revision=self.revision, free_memory=False, num_threads=PARALLEL_UPLOADS,
-                ),
-                "upload LFS files",
-            )
+            for round_ in _rounds(items):
+                self._call(
+                    lambda round_=round_: self.api.preupload_lfs_files(
+                        self.repo_id, additions=round_, repo_type=self.repo_type,
+                        revision=self.revision, free_memory=False, num_threads=PARALLEL_UPLOADS,
+                    ),
+                    "upload LFS files",
+                )
         finally:
             for _, op in items:
                 if isinstance(op.path_or_fileobj, SourceFile):
