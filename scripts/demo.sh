@@ -34,4 +34,10 @@ print("downloaded to", path)
 for name in sorted(os.listdir(path)):
     print("  ", name, os.path.getsize(os.path.join(path, name)), "bytes")
 PY
-echo "==> done. Jobs: HUBFERRY_HOME=$demo/home .venv/bin/hubferry jobs list" >&2
+cat >&2 <<EOF
+==> done. To browse the result, start the registry again on the same data and port:
+      .venv/bin/hubferry hub serve --data $demo/hub --port $port
+    then open $endpoint/demo/tiny-lora and sign in with this token:
+      $token
+    Jobs: HUBFERRY_HOME=$demo/home .venv/bin/hubferry jobs list
+EOF

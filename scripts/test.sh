@@ -8,4 +8,7 @@ if compgen -G "tests/browser/test_*.py" >/dev/null && ! command -v chromium >/de
   echo "installing Debian's chromium for the browser tests" >&2
   (apt-get update -qq && apt-get install -y -qq chromium) >&2
 fi
+echo "==> ruff and mypy over src/" >&2
+.venv/bin/ruff check src
+.venv/bin/mypy
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -7,10 +7,11 @@ Precedence: explicit arguments > environment > ``$HUBFERRY_CONFIG`` (default
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
@@ -33,16 +34,21 @@ def _config_file() -> Path:
 class Settings(BaseSettings):
     """Every tunable of hubferry; each field is settable as ``HUBFERRY_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="HUBFERRY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="HUBFERRY_", extra="ignore", populate_by_name=True)
 
     home: Path = Field(default_factory=_home)
-    #: Hub endpoint; falls back to HF_ENDPOINT, then huggingface.co.
-    endpoint: str | None = None
-    #: Hub token; falls back to HF_TOKEN, then huggingface_hub's token file.
-    token: SecretStr | None = None
+    #: Hub endpoint: HUBFERRY_ENDPOINT, else HF_ENDPOINT, else huggingface.co.
+    endpoint: str | None = Field(None, validation_alias=AliasChoices("HUBFERRY_ENDPOINT", "HF_ENDPOINT"))
+    #: Hub token of this shell: HUBFERRY_TOKEN, else HF_TOKEN (see services/credentials.py for the precedence).
+    token: SecretStr | None = Field(None, validation_alias=AliasChoices("HUBFERRY_TOKEN", "HF_TOKEN"))
     #: Xet storage: "auto" uses it on huggingface.co only; on-prem registries speak plain LFS.
     xet: Literal["auto", "on", "off"] = "auto"
+    #: Structured JSON logs on stderr (also ``--log-json``).
     log_json: bool = False
+    #: The vault's Fernet key; default: ``home/keys/vault.key`` (created 0600 on first use).
+    vault_key: SecretStr | None = None
+    #: Former vault keys, comma separated, still tried for reading (``hubferry secrets rotate`` re-encrypts).
+    vault_old_keys: SecretStr | None = None
 
     #: Job store; default SQLite (WAL) under ``home``. PostgreSQL: ``postgresql://...``.
     database_url: str | None = None
@@ -98,14 +104,30 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.home / 'hubferry.db'}"
 
     def resolved_endpoint(self) -> str:
-        """The Hub endpoint: setting, then HF_ENDPOINT, then huggingface.co."""
-        return (self.endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+        """The Hub endpoint: HUBFERRY_ENDPOINT, then HF_ENDPOINT, then huggingface.co."""
+        return (self.endpoint or DEFAULT_ENDPOINT).rstrip("/")
+
+    def shell_token(self) -> str | None:
+        """The Hub token this process was given (HUBFERRY_TOKEN or HF_TOKEN), if any."""
+        return self.token.get_secret_value() if self.token else None
+
+    def database_display(self) -> str:
+        """The job store URL with any password hidden, for messages."""
+        return _hide_password(self.resolved_database_url())
+
+    def queue_url_display(self) -> str:
+        """Where the task queue lives, with any password hidden, for messages."""
+        return _hide_password(self.queue_url) if self.queue_url else str(self.home / "queue.db")
+
+
+def _hide_password(url: str) -> str:
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 def load_settings(**overrides: object) -> Settings:
     """Load settings, turning any invalid value into a :class:`ConfigError` naming the setting."""
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]  # checked by pydantic
     except PydanticValidationError as exc:
         first = exc.errors()[0]
         name = "HUBFERRY_" + "_".join(str(p) for p in first["loc"]).upper()

@@ -6,6 +6,7 @@ import logging
 import re
 import sys
 import threading
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -15,8 +16,14 @@ _json = False
 _lock = threading.Lock()
 #: Signed URLs are bearer credentials too: their query strings are never logged.
 _QUERY = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
-#: Tokens recognisable by their shape (Hugging Face, Replicate), even when never registered.
-_TOKEN_SHAPES = re.compile(r"\b(hf_|r8_)[A-Za-z0-9]{30,}\b")
+#: Tokens recognisable by their shape (Hugging Face, Replicate, RunPod), even when never registered or
+#: glued to other text.
+_TOKEN_SHAPES = re.compile(r"(hf_|r8_|rpa_)[A-Za-z0-9]{30,}")
+#: Weights & Biases keys (40 hex digits) and AWS secret keys, recognised next to their names.
+_NAMED_KEYS = re.compile(
+    r"(?i)((?:wandb|w&b)[^\n]{0,40}?|aws_?secret_?(?:access_?)?key[\"'\s]*[:=][\"'\s]*)"
+    r"(?<![0-9A-Za-z/+])([0-9a-f]{40}|[A-Za-z0-9/+=]{40})(?![0-9A-Za-z/+=])"
+)
 
 
 def register_secret(value: str | None) -> None:
@@ -32,10 +39,37 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, secret[:3] + "***")
     text = _TOKEN_SHAPES.sub(r"\1***", text)
+    text = _NAMED_KEYS.sub(r"\1***", text)
     return _QUERY.sub(r"\1?<redacted>", text)
 
 
-def _redact_processor(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+#: Escape sequences a trainer (or anyone) may print: CSI (colours, cursor, clear screen), OSC (title,
+#: clipboard write ESC]52, hyperlinks ESC]8), DCS/SOS/PM/APC strings, and single-character escapes.
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI
+    r"|\x1b[\]P^_X].*?(?:\x07|\x1b\\|\x9c|$)"  # OSC, DCS, PM, APC, SOS up to their terminator
+    r"|\x9b[0-?]*[ -/]*[@-~]"  # 8-bit CSI
+    r"|[\x90\x9d-\x9f].*?(?:\x07|\x1b\\|\x9c|$)"  # 8-bit DCS, OSC, PM, APC
+    r"|\x1b[ -/]*[0-~]?",  # other escapes (and a lone ESC)
+    re.DOTALL,
+)
+#: Control characters that remain after the sequences are gone (tab and newline are kept).
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: object, *, keep_newlines: bool = True) -> str:
+    """``text`` without terminal escape sequences or control characters, secrets redacted.
+
+    Everything a user, a trainer or a server supplied passes through here before it reaches a
+    terminal, a JSON output or a stored error.
+    """
+    cleaned = _CONTROLS.sub("", _ESCAPES.sub("", str(text).replace("\r\n", "\n")))
+    if not keep_newlines:
+        cleaned = cleaned.replace("\n", " ").replace("\t", " ")
+    return redact(cleaned)
+
+
+def _redact_processor(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     return {k: redact(v) if isinstance(v, str) else v for k, v in event.items()}
 
 
@@ -80,6 +114,3 @@ def get_logger(name: str) -> Any:
     """A structlog logger bound to ``name``."""
     return structlog.get_logger(name)
 
-
-# Until a command configures logging, log human-readable lines to stderr (never stdout).
-configure()

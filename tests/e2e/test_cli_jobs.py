@@ -76,11 +76,11 @@ def test_train_json_without_wait_prints_only_the_id(env, tmp_path):
     assert set(one_json_line(result.stdout)) == {"id"}
 
 
-def test_failing_command_exits_1_with_the_error_in_json(env, tmp_path):
+def test_failing_command_exits_with_the_trainers_code_and_the_error_in_json(env, tmp_path):
     out = tmp_path / "o"
     result = hubferry("train", "--local", "--wait", "--json", "--name", "broken", "--output", str(out), "--",
                       sys.executable, FAKE, "--output", str(out), "--steps", "3", "--exit-code", "7", env=env)
-    assert result.returncode == 1
+    assert result.returncode == 7  # the trainer's own exit code
     job = one_json_line(result.stdout)
     assert job["state"] == "failed" and job["error"]["category"] == "training_error"
     assert "exit code 7" in job["error"]["message"] and "simulated failure" in job["error"]["message"]
@@ -92,7 +92,8 @@ def test_bad_input_is_refused_with_exit_2(env, tmp_path):
     result = hubferry("train", "--local", "--repo", "not a repo", "--", "true", env=env)
     assert result.returncode == 2 and "repo" in result.stderr.lower()
     assert hubferry("jobs", "show", "job_missing", env=env).returncode == 2
-    assert hubferry("train", "--", "true", env=env).returncode == 2  # only --local exists here
+    unknown = hubferry("train", "--trainer", "nope", "--", "true", env=env)
+    assert unknown.returncode == 2 and "unknown trainer" in unknown.stderr
 
 
 def test_logs_parse_prints_one_snapshot_line(env):

@@ -24,7 +24,7 @@ from huggingface_hub import HfApi, hf_hub_download
 from hubferry.config import load_settings
 from hubferry.domain.jobs import EventKind, Job, JobEvent, JobState
 from hubferry.services.context import Context, open_context
-from hubferry.services.launch import submit_local
+from hubferry.services.launch import LocalRequest, submit
 from hubferry.services.publishing import run_publish, training_succeeded
 from hubferry.store import PublishState, PublishStore
 from hubferry.testing import RunningRegistry, file_hashes, running_registry, stored_lfs_objects
@@ -182,8 +182,9 @@ def _write_output(folder: Path, files: dict[str, bytes]) -> dict[str, str]:
 
 def _training_job(ctx: Context, hub: RunningRegistry, token: str, output: Path, name: str) -> Job:
     """A local job submitted with the registry as its Hub, moved to ``training`` as a trainer would."""
-    job = submit_local(ctx, command=["true"], output_dir=output, name=name, repo_id=f"{OWNER}/{name}",
-                       endpoint=hub.endpoint, token=token, owner=OWNER)
+    request = LocalRequest(command=["true"], output_dir=output, name=name, repo_id=f"{OWNER}/{name}",
+                           endpoint=hub.endpoint, token=token)
+    job = submit(ctx, "local", request, owner=OWNER)
     ctx.jobs.transition(job.id, JobState.QUEUED, JobState.PREPARING)
     ctx.jobs.transition(job.id, JobState.PREPARING, JobState.TRAINING, output_dir=str(output))
     return ctx.jobs.require(job.id)

@@ -14,7 +14,6 @@ from huggingface_hub import HfApi
 from hubferry.config import load_settings
 from hubferry.domain.jobs import EventKind, JobState
 from hubferry.errors import ValidationError
-from hubferry.secrets.vault import HF_TOKEN
 from hubferry.services import control, launch
 from hubferry.services.context import open_context
 from hubferry.trainers.local import group_alive
@@ -40,8 +39,9 @@ def ctx(env):
 
 def _submit(ctx, registry, tmp_path, *args, token=None, name="fake-lora", repo=None, **kwargs):
     command = [sys.executable, FAKE, "--output", str(tmp_path / "out"), *args]
-    return launch.submit_local(ctx, command=command, output_dir=tmp_path / "out", name=name, repo_id=repo,
-                               endpoint=registry.endpoint, token=token, **kwargs)
+    request = launch.LocalRequest(command=command, output_dir=tmp_path / "out", name=name, repo_id=repo,
+                                  endpoint=registry.endpoint, token=token, env=dict(os.environ), **kwargs)
+    return launch.submit(ctx, "local", request)
 
 
 def test_success_publishes_once_verified_with_a_timeline(ctx, registry, alice_token, env):
@@ -101,18 +101,19 @@ def test_no_token_stops_at_trained_then_publishes_later(ctx, registry, alice_tok
     job = ctx.jobs.require(job.id)
     assert job.state is JobState.TRAINED and Path(job.output_dir, "adapter_model.safetensors").exists()
     assert any("weights kept" in e.message for e in ctx.jobs.events(job.id))
-    ctx.vault.set(job.owner, HF_TOKEN, alice_token)
+    ctx.credentials.set(job.owner, registry.endpoint, alice_token)
     job = control.retry(ctx, job.id)
     assert job.state is JobState.PUBLISHED and job.commit_sha
 
 
 def test_failed_publish_is_retried_without_retraining(ctx, registry, alice_token, env):
-    job = _submit(ctx, registry, env, token="hf_" + "x" * 34, name="badtoken", repo="alice/badtoken")
+    job = _submit(ctx, registry, env, token="hf_" + "x" * 34, name="badtoken", repo="alice/badtoken",
+                  preflight=False)
     ctx.dispatch().train(job.id)
     job = ctx.jobs.require(job.id)
     assert job.state is JobState.FAILED and job.error.category == "authentication"
     trainings = sum(1 for e in ctx.jobs.events(job.id) if e.kind is EventKind.STAGE_STARTED and e.stage == "training")
-    ctx.vault.set(job.owner, HF_TOKEN, alice_token)
+    ctx.credentials.set(job.owner, registry.endpoint, alice_token)
     job = control.retry(ctx, job.id)
     assert job.state is JobState.PUBLISHED
     assert trainings == sum(
@@ -132,7 +133,7 @@ def test_cancel_terminates_the_whole_process_group(ctx, registry, alice_token, e
     while not pid_file.exists() or ctx.jobs.require(job.id).state is not JobState.TRAINING:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    trainer_pid = ctx.jobs.require(job.id).pid
+    trainer_pid = ctx.jobs.require(job.id).trainer_handle["pid"]
     control.cancel(ctx, job.id)
     runner.join(timeout=30)
     assert not runner.is_alive()
@@ -162,17 +163,18 @@ def test_reconciler_fails_a_training_whose_runner_and_trainer_died(ctx, registry
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
-    while not (jobs := ctx.jobs.list_jobs(states=[JobState.TRAINING])) or jobs[0].pid is None:
+    while not (jobs := ctx.jobs.list_jobs(states=[JobState.TRAINING])) or jobs[0].trainer_handle is None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     job = jobs[0]
+    pid = job.trainer_handle["pid"]
     runner.kill()  # the runner dies; the trainer (its own process group) keeps going ...
     runner.wait()
-    assert group_alive(job.pid)
+    assert group_alive(pid)
     monkeypatch.setattr(reconcile, "ORPHAN_GRACE", reconcile.timedelta(0))
     assert reconcile.reconcile(ctx).orphaned_trainings == 0  # ... and is left alone while it lives
-    os.killpg(job.pid, signal.SIGKILL)
-    while group_alive(job.pid):
+    os.killpg(pid, signal.SIGKILL)
+    while group_alive(pid):
         time.sleep(0.02)
     assert reconcile.reconcile(ctx).orphaned_trainings == 1
     failed = ctx.jobs.require(job.id)
@@ -180,18 +182,16 @@ def test_reconciler_fails_a_training_whose_runner_and_trainer_died(ctx, registry
 
 
 def test_a_crash_inside_publish_fails_the_job_visibly(ctx, registry, alice_token, env, monkeypatch):
-    from hubferry.services import publishing
-
     def broken(*_args, **_kwargs):
         raise RuntimeError("disk on fire")
 
-    real = publishing.publish
-    monkeypatch.setattr(publishing, "publish", broken)
+    real = ctx.publisher.publish
+    monkeypatch.setattr(ctx.publisher, "publish", broken)
     job = _submit(ctx, registry, env, token=alice_token, name="crashy", repo="alice/crashy")
     ctx.dispatch().train(job.id)
     job = ctx.jobs.require(job.id)
     assert job.state is JobState.FAILED and job.error.category == "internal"
     assert "disk on fire" in job.error.message and "hubferry retry" in job.error.hint
     assert ctx.publishes.get(job.id).state.value == "failed"
-    monkeypatch.setattr(publishing, "publish", real)
+    monkeypatch.setattr(ctx.publisher, "publish", real)
     assert control.retry(ctx, job.id).state is JobState.PUBLISHED

@@ -212,14 +212,15 @@ def test_progress_and_runtime_updates(jobs: JobStore, clock: FakeClock) -> None:
     progress = StageProgress("training", 42.5, 425, 1000, 0.0831, 611.0)
     clock.advance(30)
     assert jobs.update_progress(job.id, progress)
-    assert jobs.set_runtime(job.id, pid=4242, log_path="/runs/log.txt")
+    assert jobs.set_runtime(job.id, trainer_handle={"pid": 4242}, log_path="/runs/log.txt")
     got = jobs.require(job.id)
-    assert (got.progress, got.pid, got.log_path, got.updated_at) == (progress, 4242, "/runs/log.txt", clock.now)
-    assert jobs.set_runtime(job.id, pid=None) and jobs.require(job.id).log_path == "/runs/log.txt"
+    assert (got.progress, got.trainer_handle, got.log_path, got.updated_at) == (
+        progress, {"pid": 4242}, "/runs/log.txt", clock.now)
+    assert jobs.set_runtime(job.id, trainer_handle=None) and jobs.require(job.id).log_path == "/runs/log.txt"
     walk(jobs, job.id, S.CANCELLED)
     assert not jobs.update_progress(job.id, StageProgress("training", 50.0))  # late report dropped
     assert jobs.require(job.id).progress == progress
-    assert not jobs.set_runtime("job_nonexistent0", pid=1)
+    assert not jobs.set_runtime("job_nonexistent0", trainer_handle={"pid": 1})
 
 
 # -- timeline -------------------------------------------------------------------------------
@@ -322,7 +323,8 @@ def test_reconciler_queries(jobs: JobStore, publishes: PublishStore, clock: Fake
     claimed = publishing_job(jobs)
     walk(jobs, make(jobs, name="still-training").id, S.PREPARING, S.TRAINING)
     publishes.claim_publish(claimed.id, "w", TTL)
-    assert {j.id for j in jobs.trained_not_published()} == {waiting.id, pending.id, claimed.id}
+    trained = (S.TRAINED, S.PUBLISHING, S.VERIFYING)
+    assert {j.id for j in jobs.list_jobs(states=trained)} == {waiting.id, pending.id, claimed.id}
     assert publishes.pending_publishes(idle_for=timedelta(minutes=2)) == []
     clock.advance(121)
     assert [p.job_id for p in publishes.pending_publishes(idle_for=timedelta(minutes=2))] == [pending.id]

@@ -104,14 +104,14 @@ def test_illegal_transition_is_a_permanent_error_that_survives_pickling() -> Non
     assert err.job_id == info.value.job_id and "published" in str(err)
 
 
-def test_happy_path_sets_timestamps_and_clears_pid() -> None:
+def test_happy_path_sets_timestamps_and_clears_the_trainer_handle() -> None:
     job = make_job()
     assert job.state is S.QUEUED and job.started_at is None and job.attempts == 1
     t1, t2, t3, t4, t5 = (T0 + timedelta(minutes=i) for i in range(1, 6))
     job = transition(job, S.PREPARING, now=t1)
-    job = dataclasses.replace(transition(job, S.TRAINING, now=t2), pid=4242)
+    job = dataclasses.replace(transition(job, S.TRAINING, now=t2), trainer_handle={"pid": 4242})
     job = transition(job, S.PUBLISHING, now=t3, output_dir="/runs/out")
-    assert job.pid is None and job.output_dir == "/runs/out" and job.finished_at is None
+    assert job.trainer_handle is None and job.output_dir == "/runs/out" and job.finished_at is None
     job = transition(transition(job, S.VERIFYING, now=t4), S.PUBLISHED, now=t5)
     assert (job.started_at, job.finished_at, job.updated_at) == (t1, t5, t5)
     assert job.error is None and job.attempts == 1

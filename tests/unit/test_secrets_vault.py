@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from hubferry.cli import app
+from hubferry.config import load_settings
 from hubferry.errors import ConfigError, ValidationError
 from hubferry.secrets import HF_TOKEN, HF_USERNAME, Vault, generate_key
-from hubferry.secrets.cli import secrets_app
+from hubferry.secrets.hub_credentials import HubCredentials
 
 TOKEN = "hf_SuperSecretTokenValue1234567890"
 
@@ -88,12 +90,12 @@ def test_values_are_not_stored_in_plaintext(home: Path) -> None:
 def test_env_key_is_used_and_no_key_file_is_written(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = generate_key()
     monkeypatch.setenv("HUBFERRY_VAULT_KEY", key)
-    Vault(home).set("alice", HF_TOKEN, TOKEN)
+    Vault.from_settings(load_settings()).set("alice", HF_TOKEN, TOKEN)
     assert not (home / "keys" / "vault.key").exists()
     assert Vault(home, key=key).get("alice", HF_TOKEN) == TOKEN  # another machine with the same key
     monkeypatch.delenv("HUBFERRY_VAULT_KEY")
     with pytest.raises(ConfigError, match="HUBFERRY_VAULT_KEY"):
-        Vault(home).get("alice", HF_TOKEN)
+        Vault.from_settings(load_settings()).get("alice", HF_TOKEN)
 
 
 def test_wrong_key_is_a_config_error(home: Path) -> None:
@@ -146,11 +148,13 @@ def test_rotation(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         Vault(home, key=new).get("alice", HF_TOKEN)
 
     monkeypatch.setenv("HUBFERRY_VAULT_OLD_KEYS", f" {generate_key()} ,{old}")
-    both = Vault(home, key=new)
+    monkeypatch.setenv("HUBFERRY_VAULT_KEY", new)
+    both = Vault.from_settings(load_settings())
     assert both.get("alice", HF_TOKEN) == TOKEN  # reads try every key
     both.set("carol", HF_TOKEN, "hf_carol")  # writes use the primary
     assert both.rotate() == 3
     monkeypatch.delenv("HUBFERRY_VAULT_OLD_KEYS")
+    monkeypatch.delenv("HUBFERRY_VAULT_KEY")
 
     only_new = Vault(home, key=new)
     assert only_new.get("alice", HF_TOKEN) == TOKEN
@@ -242,59 +246,62 @@ def runner() -> CliRunner:
 
 
 def test_cli_set_prompts_hidden_and_lists_without_values(home: Path, runner: CliRunner) -> None:
-    result = runner.invoke(secrets_app, ["set", HF_TOKEN, "--owner", "alice"], input=TOKEN + "\n")
+    result = runner.invoke(app, ["secrets", "set", HF_TOKEN, "--owner", "alice"], input=TOKEN + "\n")
     assert result.exit_code == 0, result.output
     assert TOKEN not in result.stdout and TOKEN not in result.stderr
-    result = runner.invoke(secrets_app, ["set", HF_USERNAME, "--owner", "alice", "--value-stdin"], input="alice-hf\n")
+    result = runner.invoke(app, ["secrets", "set", HF_USERNAME, "--owner", "alice", "--value-stdin"],
+                           input="alice-hf\n")
     assert result.exit_code == 0, result.output
-    assert Vault(home).get("alice", HF_TOKEN) == TOKEN
+    assert HubCredentials(Vault(home)).get("alice", "https://huggingface.co").token == TOKEN
     assert Vault(home).get("alice", HF_USERNAME) == "alice-hf"
 
-    result = runner.invoke(secrets_app, ["list", "--owner", "alice", "--json"])
+    result = runner.invoke(app, ["secrets", "list", "--owner", "alice", "--json"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert len(lines) == 1
     listed = json.loads(lines[0])
     assert listed["owner"] == "alice"
     assert [s["name"] for s in listed["secrets"]] == [HF_TOKEN, HF_USERNAME]
-    assert all(set(s) == {"name", "updated_at"} and s["updated_at"] for s in listed["secrets"])
+    assert all(s["updated_at"] for s in listed["secrets"])
+    hub = next(s for s in listed["secrets"] if s["name"] == HF_TOKEN)
+    assert hub["endpoint"] == "https://huggingface.co" and hub["last4"] == TOKEN[-4:]
     assert TOKEN not in result.stdout and "alice-hf" not in result.stdout
 
-    result = runner.invoke(secrets_app, ["list", "--owner", "alice"])
+    result = runner.invoke(app, ["secrets", "list", "--owner", "alice"])
     assert result.exit_code == 0
     assert HF_TOKEN in result.stdout and TOKEN not in result.stdout
 
 
 def test_cli_value_is_not_accepted_from_argv(runner: CliRunner) -> None:
-    result = runner.invoke(secrets_app, ["set", HF_TOKEN, TOKEN, "--owner", "alice"])
+    result = runner.invoke(app, ["secrets", "set", HF_TOKEN, TOKEN, "--owner", "alice"])
     assert result.exit_code == 2
     assert TOKEN not in result.stdout
 
 
 def test_cli_default_owner_is_the_os_user(home: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("getpass.getuser", lambda: "osuser")
-    result = runner.invoke(secrets_app, ["set", HF_TOKEN, "--value-stdin"], input=TOKEN)
+    result = runner.invoke(app, ["secrets", "set", HF_TOKEN, "--value-stdin"], input=TOKEN)
     assert result.exit_code == 0, result.output
-    assert Vault(home).names("osuser") == [HF_TOKEN]
+    assert [c.token for c in HubCredentials(Vault(home)).list("osuser")] == [TOKEN]
 
 
 def test_cli_delete(home: Path, runner: CliRunner) -> None:
-    Vault(home).set("alice", HF_TOKEN, TOKEN)
-    result = runner.invoke(secrets_app, ["delete", HF_TOKEN, "--owner", "alice"])
+    HubCredentials(Vault(home)).set("alice", "https://huggingface.co", TOKEN)
+    result = runner.invoke(app, ["secrets", "delete", HF_TOKEN, "--owner", "alice"])
     assert result.exit_code == 0, result.output
     assert Vault(home).names("alice") == []
-    result = runner.invoke(secrets_app, ["delete", HF_TOKEN, "--owner", "alice"])
+    result = runner.invoke(app, ["secrets", "delete", HF_TOKEN, "--owner", "alice"])
     assert result.exit_code == 1
     assert "No secret" in result.stderr
 
 
 def test_cli_validation_exits_2_before_asking_for_the_value(home: Path, runner: CliRunner) -> None:
-    result = runner.invoke(secrets_app, ["set", "Bad Name", "--owner", "alice"], input=TOKEN + "\n")
+    result = runner.invoke(app, ["secrets", "set", "Bad Name", "--owner", "alice"], input=TOKEN + "\n")
     assert result.exit_code == 2
     assert "secret name" in result.stderr
     assert "Value of" not in result.output
     assert not (home / "secrets.json").exists()
-    result = runner.invoke(secrets_app, ["list", "--owner", "", "--json"])
+    result = runner.invoke(app, ["secrets", "list", "--owner", "", "--json"])
     assert result.exit_code == 2
     assert result.stdout == ""
 
@@ -304,7 +311,7 @@ def test_cli_wrong_key_is_reported_without_traceback(
 ) -> None:
     Vault(home).set("alice", HF_TOKEN, TOKEN)
     monkeypatch.setenv("HUBFERRY_VAULT_KEY", generate_key())
-    result = runner.invoke(secrets_app, ["set", HF_USERNAME, "--owner", "alice", "--value-stdin"], input="x")
+    result = runner.invoke(app, ["secrets", "set", HF_USERNAME, "--owner", "alice", "--value-stdin"], input="x")
     assert result.exit_code == 2
     assert "HUBFERRY_VAULT_KEY" in result.stderr
     assert "Traceback" not in result.output and "InvalidToken" not in result.output

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from hubferry.errors import HubferryError, ValidationError
 from hubferry.services import control
@@ -15,7 +15,7 @@ from hubferry.services.context import Context
 from hubferry.services.views import job_dict
 
 #: Status codes for errors crossing the API.
-_STATUS = {ValidationError: 400}
+_STATUS: dict[type[HubferryError], int] = {ValidationError: 400}
 
 
 def create_app(ctx: Context, *, run_consumer: bool = True) -> FastAPI:
@@ -32,7 +32,8 @@ def create_app(ctx: Context, *, run_consumer: bool = True) -> FastAPI:
             if stop is not None:
                 stop()
 
-    app = FastAPI(title="hubferry", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="hubferry", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    _offline_docs(app)
 
     @app.exception_handler(HubferryError)
     async def _error(_request: Request, exc: HubferryError) -> JSONResponse:
@@ -60,6 +61,23 @@ def create_app(ctx: Context, *, run_consumer: bool = True) -> FastAPI:
         return job_dict(control.retry(ctx, job_id))
 
     return app
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """``/docs`` with Swagger UI served from the swagger-ui-bundle package, not a CDN (works offline)."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="hubferry API",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js", swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+        )
 
 
 def _start_embedded_worker(ctx: Context):

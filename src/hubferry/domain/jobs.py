@@ -160,7 +160,8 @@ class Job:
     commit_sha: str | None = None
     output_dir: str | None = None
     log_path: str | None = None
-    pid: int | None = None
+    #: The trainer's record of the run (see ``trainers.base.Handle``) while it may be running.
+    trainer_handle: Mapping[str, Any] | None = None
     attempts: int = 1
 
 
@@ -255,7 +256,7 @@ def transition(
 
     Besides the state, a move sets ``updated_at``; ``started_at`` on the first start;
     ``finished_at`` on reaching a final or resting state (cleared on leaving one); the error
-    on failing (cleared on retry); ``attempts`` +1 on each retry; and drops ``pid`` once no
+    on failing (cleared on retry); ``attempts`` +1 on each retry; and drops ``trainer_handle`` once no
     trainer can be running. A retry of training starts afresh (no output, no progress).
 
     Args:
@@ -291,7 +292,7 @@ def transition(
     elif job.state in RESTING_STATES:
         changes["finished_at"] = None
     if new_state not in _TRAINER_RUNNING:
-        changes["pid"] = None
+        changes["trainer_handle"] = None
     return dataclasses.replace(job, **changes)
 
 

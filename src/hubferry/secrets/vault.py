@@ -30,6 +30,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from hubferry.config import Settings
 from hubferry.errors import ConfigError, ValidationError
 from hubferry.logs import get_logger, register_secret
 
@@ -140,27 +141,27 @@ class Vault:
 
     Args:
         home: the ``HUBFERRY_HOME`` directory.
-        key: the primary Fernet key; default ``$HUBFERRY_VAULT_KEY``, else ``home/keys/vault.key``
+        key: the primary Fernet key (setting HUBFERRY_VAULT_KEY); default ``home/keys/vault.key``
             (created on the first write).
-        old_keys: keys that may still decrypt entries (tried after ``key``); default
-            ``$HUBFERRY_VAULT_OLD_KEYS``, comma separated.
+        old_keys: keys that may still decrypt entries, tried after ``key`` (HUBFERRY_VAULT_OLD_KEYS).
     """
 
-    def __init__(self, home: Path, key: str | None = None, *, old_keys: Sequence[str] | None = None) -> None:
+    def __init__(self, home: Path, key: str | None = None, *, old_keys: Sequence[str] = ()) -> None:
         self.home = Path(home).expanduser()
         self.path = self.home / VAULT_FILE
         self.key_path = self.home / KEY_FILE
         self._lock_path = self.home / (VAULT_FILE + ".lock")
-        if key is not None:
-            self._key, self._key_source = key, "the key argument"
-        elif os.environ.get(KEY_ENV, "").strip():
-            self._key, self._key_source = os.environ[KEY_ENV], KEY_ENV
-        else:
-            self._key, self._key_source = None, str(self.key_path)
-        if old_keys is None:
-            old_keys = [k for k in os.environ.get(OLD_KEYS_ENV, "").split(",") if k.strip()]
-        self._old_keys = list(old_keys)
+        self._key: str | None = key if key is not None and key.strip() else None
+        self._key_source = KEY_ENV if self._key is not None else str(self.key_path)
+        self._old_keys = [k for k in old_keys if k.strip()]
         self._crypto: MultiFernet | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Vault:
+        """The vault under ``settings.home`` with the configured keys (HUBFERRY_VAULT_KEY, _OLD_KEYS)."""
+        key = settings.vault_key.get_secret_value() if settings.vault_key else None
+        old = settings.vault_old_keys.get_secret_value().split(",") if settings.vault_old_keys else []
+        return cls(settings.home, key, old_keys=old)
 
     def __repr__(self) -> str:
         return f"Vault(path={str(self.path)!r})"

@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from hubferry.domain.jobs import ACTIVE_STATES, EventKind, Job, JobState
+from hubferry.domain.naming import validate_repo_id
 from hubferry.errors import ValidationError
+from hubferry.services import credentials
 from hubferry.services.context import Context
 from hubferry.services.publishing import begin_publish
-from hubferry.trainers.local import terminate_group
 
 
 def cancel(ctx: Context, job_id: str) -> Job:
-    """Cancel an active job; a running local trainer's process group is terminated.
+    """Cancel an active job; a running trainer is stopped through its backend.
 
     Raises:
         ValidationError: the job has already ended (published, failed, cancelled, trained).
@@ -25,19 +26,50 @@ def cancel(ctx: Context, job_id: str) -> Job:
                 "can be cancelled", field="job_id",
             )
         if ctx.jobs.transition(job_id, job.state, JobState.CANCELLED, message="cancelled by the user") is not None:
-            if job.pid and job.state in (JobState.PREPARING, JobState.TRAINING):
-                terminate_group(job.pid, ctx.settings.cancel_grace_s)
+            if job.trainer_handle and job.state in (JobState.PREPARING, JobState.TRAINING):
+                ctx.trainer_for(job.trainer).cancel(job.trainer_handle, ctx.settings.cancel_grace_s)
             ctx.jobs.append_event(job_id, EventKind.NOTICE, message="cancelled by the user",
                                   context={"from_state": job.state.value})
+            credentials.forget_job(ctx.credentials, job_id)
             return ctx.jobs.require(job_id)
     raise ValidationError(f"job {job_id} kept changing state; try again", field="job_id")
 
 
-def retry(ctx: Context, job_id: str) -> Job:
+def _retarget(ctx: Context, job: Job, *, token: str | None, repo_id: str | None, endpoint: str | None) -> Job:
+    """Apply a retry's ``--token``/``--repo``/``--endpoint`` and the retrying shell's HF_TOKEN.
+
+    Given no token, the job keeps its own, unless the Hub refused that token (an authentication
+    failure): then the owner's stored token (read at publish time) takes over.
+    """
+    target, source = credentials.resolve_for_command(
+        ctx.settings, ctx.credentials, job.owner, endpoint=endpoint or str(job.params.get("hub_endpoint") or ""),
+        token=token,
+    )
+    if repo_id:
+        validate_repo_id(repo_id)
+    refused = job.error is not None and job.error.category == "authentication"
+    keep_own = source not in (credentials.FLAG, credentials.SHELL) and not refused and not endpoint
+    recorded = job.params.get("credential") if keep_own else None
+    if recorded is None:
+        recorded = credentials.bind_to_job(ctx.credentials, job.id, target, source)
+    params = {**job.params, "hub_endpoint": target.endpoint, "credential": recorded}
+    ctx.jobs.retarget(job.id, repo_id=repo_id or job.repo_id, repo_auto_named=job.repo_auto_named and not repo_id,
+                      params=params)
+    if repo_id or endpoint or not keep_own:
+        ctx.jobs.append_event(job.id, EventKind.NOTICE, message="retry target",
+                              context={"repo_id": repo_id or job.repo_id, "endpoint": target.endpoint,
+                                       "token": recorded.get("source")})
+    return ctx.jobs.require(job.id)
+
+
+def retry(
+    ctx: Context, job_id: str, *, token: str | None = None, repo_id: str | None = None, endpoint: str | None = None,
+) -> Job:
     """Re-run what failed without retraining when possible, and dispatch it.
 
     A failed or skipped publish (``failed`` with training output, or ``trained``) goes back to
-    ``publishing``; a failed training goes back to ``queued``.
+    ``publishing`` (to ``repo_id``/``endpoint`` when given, with ``token`` when given); a failed
+    training goes back to ``queued``.
 
     Raises:
         ValidationError: the job is not in a retryable state, with the reason.
@@ -46,12 +78,15 @@ def retry(ctx: Context, job_id: str) -> Job:
     has_output = bool(job.output_dir and Path(job.output_dir).is_dir() and any(Path(job.output_dir).iterdir()))
     trained_before = any(e.kind is EventKind.STAGE_FINISHED and e.stage == "training" for e in ctx.jobs.events(job_id))
     if job.state is JobState.TRAINED or (job.state is JobState.FAILED and trained_before and has_output):
+        job = _retarget(ctx, job, token=token, repo_id=repo_id, endpoint=endpoint)
         if not begin_publish(ctx, job, job.state, message="publish retried by the user"):
             raise ValidationError(f"job {job_id} changed state meanwhile; run `hubferry jobs show {job_id}`")
         return ctx.jobs.require(job_id)
     if job.state is JobState.FAILED:
-        if job.trainer != "local":
-            raise ValidationError(f"the {job.trainer} trainer cannot retry a failed training", field="job_id")
+        if not ctx.trainer_for(job.trainer).capabilities.can_retry_training:
+            raise ValidationError(f"the {job.trainer} trainer cannot retry a failed training", field="job_id",
+                                  hint="submit a new job")
+        job = _retarget(ctx, job, token=token, repo_id=repo_id, endpoint=endpoint)
         moved = ctx.jobs.transition(job_id, JobState.FAILED, JobState.QUEUED, message="training retried by the user")
         if moved is None:
             raise ValidationError(f"job {job_id} changed state meanwhile; run `hubferry jobs show {job_id}`")

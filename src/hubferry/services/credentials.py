@@ -1,41 +1,71 @@
-"""Where a job's Hub endpoint and token come from: flags, then HF_* variables, then the vault."""
+"""Which Hub token a job publishes with: one resolver, one precedence, used by submit, pre-flight,
+publish, retry and verify.
+
+Precedence, highest first: ``--token`` > ``HF_TOKEN`` (or ``HUBFERRY_TOKEN``) of the shell running
+``train``/``retry`` > the owner's stored token for the job's endpoint > huggingface_hub's saved login
+(huggingface.co only). A token from the first two or the last is kept, encrypted, as the job's own
+credential (never copied over the user's stored one); a stored token is referenced, and read when
+the publish runs, so storing a fixed token while the job trains is enough.
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 from huggingface_hub import get_token
 
-from hubferry.config import Settings
+from hubferry.config import DEFAULT_ENDPOINT, Settings
+from hubferry.domain.jobs import Job
 from hubferry.logs import register_secret
-from hubferry.secrets.vault import HF_TOKEN, HF_USERNAME, Vault
+from hubferry.secrets.hub_credentials import HubCredentials, job_owner, normalise_endpoint
+from hubferry.services.ports import HubTarget
+
+#: Where a token came from, as recorded on the job (``params.credential.source``).
+FLAG, SHELL, STORED, HF_LOGIN, NONE = "flag", "shell", "stored", "hf_login", "none"
 
 
-@dataclass(frozen=True)
-class HubTarget:
-    endpoint: str
-    token: str | None
-
-    def __repr__(self) -> str:  # never show the token
-        return f"HubTarget(endpoint={self.endpoint!r}, token={'set' if self.token else 'none'})"
+def _saved_login(endpoint: str) -> str | None:
+    """huggingface_hub's saved login, which is a huggingface.co token."""
+    return get_token() if normalise_endpoint(endpoint) == DEFAULT_ENDPOINT else None
 
 
-def resolve(
-    settings: Settings, vault: Vault, owner: str, *, endpoint: str | None = None, token: str | None = None
-) -> HubTarget:
-    """The Hub to publish to: explicit values, then HF_ENDPOINT/HF_TOKEN, then the owner's stored secret."""
-    endpoint = (endpoint or settings.resolved_endpoint()).rstrip("/")
-    token = (
-        token
-        or (settings.token.get_secret_value() if settings.token else None)
-        or os.environ.get("HF_TOKEN")
-        or vault.get(owner, HF_TOKEN)
-        or get_token()
-    )
-    register_secret(token)
-    return HubTarget(endpoint, token)
+def resolve_for_command(
+    settings: Settings, credentials: HubCredentials, owner: str, *, endpoint: str | None, token: str | None,
+) -> tuple[HubTarget, str]:
+    """The target a ``train``/``retry`` command means, and where its token comes from."""
+    endpoint = normalise_endpoint(endpoint or settings.resolved_endpoint())
+    for source, value in ((FLAG, token), (SHELL, settings.shell_token())):
+        if value:
+            register_secret(value)
+            return HubTarget(endpoint, value), source
+    stored = credentials.get(owner, endpoint)
+    if stored is not None:
+        return HubTarget(endpoint, stored.token), STORED
+    login = _saved_login(endpoint)
+    if login:
+        register_secret(login)
+        return HubTarget(endpoint, login), HF_LOGIN
+    return HubTarget(endpoint, None), NONE
 
 
-def stored_username(vault: Vault, owner: str) -> str | None:
-    return vault.get(owner, HF_USERNAME)
+def bind_to_job(credentials: HubCredentials, job_id: str, target: HubTarget, source: str) -> dict[str, str]:
+    """Keep a token the command was given as the job's own credential; returns what the job records."""
+    credentials.delete_all(job_owner(job_id))
+    if target.token and source in (FLAG, SHELL, HF_LOGIN):
+        credentials.set(job_owner(job_id), target.endpoint, target.token)
+    return {"source": source, "endpoint": target.endpoint}
+
+
+def for_job(credentials: HubCredentials, job: Job) -> HubTarget:
+    """The target of ``job``'s publish, read now: its own token, else the owner's stored token."""
+    endpoint = normalise_endpoint(str(job.params.get("hub_endpoint") or DEFAULT_ENDPOINT))
+    own = credentials.get(job_owner(job.id), endpoint)
+    if own is not None:
+        return HubTarget(endpoint, own.token)
+    stored = credentials.get(job.owner, endpoint)
+    return HubTarget(endpoint, stored.token if stored else None)
+
+
+def forget_job(credentials: HubCredentials, job_id: str) -> None:
+    """Drop every secret of a job (its tokens, the variables passed to it) once it has ended for good."""
+    vault = credentials.vault
+    for name in vault.names(job_owner(job_id)):
+        vault.delete(job_owner(job_id), name)

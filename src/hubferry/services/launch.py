@@ -1,111 +1,143 @@
-"""Create jobs: validate the request, name the target repo, record the job, dispatch it."""
+"""Create jobs: validate the request, check the Hub target before any compute, record the job's world."""
 
 from __future__ import annotations
 
 import getpass
+import json
 import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from huggingface_hub import HfApi
-
+from hubferry.domain.environment import split_environment
 from hubferry.domain.jobs import EventKind, Job, new_job
 from hubferry.domain.naming import auto_repo_id, slugify, validate_repo_id
-from hubferry.errors import HubferryError, ValidationError
-from hubferry.hub import preflight, retry
-from hubferry.hub.client import make_api
+from hubferry.errors import ValidationError
 from hubferry.logs import get_logger, redact
-from hubferry.secrets.vault import HF_TOKEN, HF_USERNAME
+from hubferry.secrets.hub_credentials import job_owner
 from hubferry.services import credentials
 from hubferry.services.context import Context
+from hubferry.services.ports import HubTarget
+from hubferry.services.training import PASSED_ENV, SECRET_COMMAND
 
 log = get_logger(__name__)
 
 
 def default_owner() -> str:
-    return getpass.getuser()
+    """The owner of jobs submitted from this machine in the embedded single-user mode: the OS user."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        raise ValidationError("cannot tell the current user", field="owner",
+                              hint="set the LOGNAME environment variable") from None
 
 
-def _hub_username(ctx: Context, api: HfApi, owner: str) -> str:
-    me = preflight.whoami(api, retry.RetryPolicy.from_settings(ctx.settings))
-    name = str(me["name"])
-    ctx.vault.set(owner, HF_USERNAME, name)
-    return name
+@dataclass(frozen=True)
+class LocalRequest:
+    """A training command to run on this machine, and where its result goes."""
+
+    command: list[str]
+    output_dir: Path | None = None
+    name: str | None = None
+    repo_id: str | None = None
+    private: bool = True
+    endpoint: str | None = None
+    token: str | None = None
+    total_steps: int | None = None
+    #: The submitting shell's working directory and environment: the job runs with them, wherever it runs.
+    cwd: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: Secret-looking variables of ``env`` the user gives the training command on purpose.
+    pass_env: tuple[str, ...] = ()
+    #: Check the token, rights and repo before the training starts.
+    preflight: bool = True
+
+    def __repr__(self) -> str:  # never show the token or the environment
+        return f"LocalRequest(command={self.command!r}, repo_id={self.repo_id!r}, endpoint={self.endpoint!r})"
 
 
-def _repo_taken(ctx: Context, api: HfApi | None):
+def _repo_taken(ctx: Context, target: HubTarget | None):
     local = {j.repo_id.lower() for j in ctx.jobs.list_jobs(limit=10_000)}
 
     def taken(repo_id: str) -> bool:
-        if repo_id.lower() in local:
-            return True
-        return bool(api is not None and api.repo_exists(repo_id))
+        return repo_id.lower() in local or (target is not None and ctx.publisher.repo_exists(target, repo_id))
 
     return taken
 
 
-def submit_local(
-    ctx: Context,
-    *,
-    command: list[str],
-    output_dir: str | Path,
-    name: str | None = None,
-    repo_id: str | None = None,
-    private: bool = True,
-    endpoint: str | None = None,
-    token: str | None = None,
-    total_steps: int | None = None,
-    owner: str | None = None,
-    cwd: str | Path | None = None,
-) -> Job:
-    """Record a local training job (state ``queued``); the caller dispatches it.
+def _target_repo(ctx: Context, request: LocalRequest, owner: str, name: str, target: HubTarget, source: str) -> str:
+    """The repo to publish to, checked against the Hub before any compute is spent (pre-flight)."""
+    if request.repo_id:
+        validate_repo_id(request.repo_id)
+    if target.token is None or not request.preflight:
+        if request.repo_id:
+            return request.repo_id
+        stored = ctx.credentials.get(owner, target.endpoint)
+        username = stored.username if stored and stored.username else slugify(owner)
+        return auto_repo_id(username, name, _repo_taken(ctx, None))
+    repo_id = request.repo_id
+    if repo_id is None:
+        identity = ctx.publisher.identify(target)
+        repo_id = auto_repo_id(identity.name, name, _repo_taken(ctx, target))
+    identity = ctx.publisher.check_target(target, repo_id)
+    if source == credentials.STORED:  # a job's own token says nothing about whose the stored one is
+        ctx.credentials.set_username(owner, target.endpoint, identity.name)
+    return repo_id
 
-    The target repo is ``repo_id`` or ``{hf_username}/{slug(name)}`` (suffixed if taken). With no
-    Hub token anywhere, the job will train and stop at ``trained`` with its weights kept.
+
+def submit(ctx: Context, trainer: str, request: LocalRequest, *, owner: str | None = None) -> Job:
+    """Record a training job (state ``queued``) after its pre-flight; the caller dispatches it.
+
+    The target repo is ``request.repo_id`` or ``{hub username}/{slug(name)}`` (suffixed if taken).
+    With no Hub token anywhere, the job trains and stops at ``trained`` with its weights kept.
+
+    Raises:
+        ValidationError: bad request, or the pre-flight found the token or the repo unusable.
+        PermanentError, TransientError: the Hub refused or could not be reached during the pre-flight.
     """
-    if not command:
+    if not request.command:
         raise ValidationError("no training command", hint="give the command after --, e.g. -- python train.py")
+    ctx.trainer_for(trainer)  # an unknown trainer fails here, before anything is recorded
     owner = owner or default_owner()
-    name = name or Path(command[-1]).stem or "model"
-    output = Path(output_dir).expanduser().resolve()
-    target = credentials.resolve(ctx.settings, ctx.vault, owner, endpoint=endpoint, token=token)
-    api = make_api(ctx.settings, endpoint=target.endpoint, token=target.token) if target.token else None
-    auto_named = not repo_id
-    if repo_id:
-        validate_repo_id(repo_id)
-    elif api is not None:
-        try:
-            username = _hub_username(ctx, api, owner)
-        except HubferryError as exc:
-            raise ValidationError(
-                f"cannot name the target repo: {exc.message}", category=exc.category, hint=exc.hint
-            ) from None
-        repo_id = auto_repo_id(username, name, _repo_taken(ctx, api))
-    else:
-        username = credentials.stored_username(ctx.vault, owner) or slugify(owner)
-        repo_id = auto_repo_id(username, name, _repo_taken(ctx, None))
+    missing = [n for n in request.pass_env if n not in request.env]
+    if missing:
+        raise ValidationError(f"--pass-env names variables that are not set: {', '.join(missing)}",
+                              field="pass_env", hint="export them first, or drop them from --pass-env")
+    env, passed = split_environment(request.env, request.pass_env)
+    name = request.name or Path(request.command[-1]).stem or "model"
+    output = Path(request.output_dir or ctx.settings.home / "outputs" / slugify(name)).expanduser().resolve()
+    target, source = credentials.resolve_for_command(
+        ctx.settings, ctx.credentials, owner, endpoint=request.endpoint, token=request.token,
+    )
+    repo_id = _target_repo(ctx, request, owner, name, target, source)
+    shown = [redact(arg) for arg in request.command]
     params = {
-        "command": command,
-        "cwd": str(Path(cwd or Path.cwd()).resolve()),
-        "output_dir": str(output),
-        "hub_endpoint": target.endpoint,
-        "total_steps": total_steps,
+        "command": shown, "cwd": str(Path(request.cwd or Path.cwd()).resolve()), "env": env,
+        "passed_env": sorted(passed), "output_dir": str(output), "hub_endpoint": target.endpoint,
+        "total_steps": request.total_steps,
     }
     job = new_job(
-        owner=owner, name=name, trainer="local", params=params, dataset=str(output), repo_id=repo_id,
-        now=ctx.jobs.clock(), private=private, repo_auto_named=auto_named,
+        owner=owner, name=name, trainer=trainer, params=params, dataset=str(output), repo_id=repo_id,
+        now=ctx.jobs.clock(), private=request.private, repo_auto_named=not request.repo_id,
     )
     job = ctx.jobs.create(job)
+    recorded = credentials.bind_to_job(ctx.credentials, job.id, target, source)
+    ctx.jobs.retarget(job.id, repo_id=repo_id, repo_auto_named=job.repo_auto_named,
+                      params={**params, "credential": recorded})
+    if passed:
+        ctx.credentials.vault.set(job_owner(job.id), PASSED_ENV, json.dumps(passed))
+    if shown != request.command:  # the command holds a token: kept encrypted, recorded redacted
+        ctx.credentials.vault.set(job_owner(job.id), SECRET_COMMAND, json.dumps(request.command))
     ctx.jobs.set_runtime(job.id, output_dir=str(output))
-    ctx.jobs.append_event(job.id, EventKind.NOTICE, message=f"submitted: {redact(shlex.join(command))}",
-                          context={"repo_id": repo_id, "endpoint": target.endpoint, "output_dir": str(output)})
-    if target.token and ctx.vault.get(owner, HF_TOKEN) != target.token:
-        ctx.vault.set(owner, HF_TOKEN, target.token)
-        ctx.jobs.append_event(job.id, EventKind.NOTICE, message="Hub token saved in the encrypted vault for workers")
-    if not target.token:
+    ctx.jobs.append_event(job.id, EventKind.NOTICE, message=f"submitted: {shlex.join(shown)}",
+                          context={"repo_id": repo_id, "endpoint": target.endpoint, "output_dir": str(output),
+                                   "token": source, "preflight": request.preflight and target.token is not None})
+    if target.token is None:
         ctx.jobs.append_event(
             job.id, EventKind.NOTICE,
-            message="no Hub token configured: the job will train and keep its weights; publish later with "
-            "`hubferry retry JOB` once a token is set",
+            message=f"warning: no Hub token for {target.endpoint}: the job will train and keep its weights, and "
+            f"publishing will be skipped until a token is set (`hubferry secrets set hf_token`, or "
+            f"`hubferry retry {job.id} --token TOKEN`)",
         )
     log.info("job submitted", job_id=job.id, repo_id=repo_id)
     return ctx.jobs.require(job.id)

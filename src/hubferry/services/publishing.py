@@ -8,7 +8,6 @@ the job to another worker, whose push resumes (it sends only what the Hub lacks)
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from datetime import timedelta
@@ -16,31 +15,29 @@ from pathlib import Path
 
 from hubferry.domain.jobs import ErrorInfo, EventKind, Job, JobState
 from hubferry.domain.leases import heartbeat_interval
+from hubferry.domain.naming import auto_repo_id
 from hubferry.errors import HubferryError, PermanentError, TransientError
 from hubferry.hub import CardInfo, PushProgress
-from hubferry.hub.publish import Publication, local_manifest, publish, verify_publication
-from hubferry.logs import get_logger, register_secret
-from hubferry.secrets.vault import HF_TOKEN
+from hubferry.hub.manifest import LocalFile
+from hubferry.logs import get_logger
+from hubferry.services import credentials
 from hubferry.services import progress as job_progress
 from hubferry.services.context import Context
+from hubferry.services.ports import HubTarget
 
 log = get_logger(__name__)
 #: Claims of one publish before a transient failure fails the job (it stays retryable).
 MAX_PUBLISH_CLAIMS = 5
 #: Delay before re-dispatching a publish after a transient failure, times the claim number.
 REDISPATCH_DELAY_S = 15.0
-
-
-def _token(ctx: Context, job: Job) -> str | None:
-    token = ctx.vault.get(job.owner, HF_TOKEN) or os.environ.get("HF_TOKEN")
-    register_secret(token)
-    return token
+#: Read-backs of one commit that may fail transiently before the job fails (it stays retryable).
+MAX_VERIFY_ATTEMPTS = 5
 
 
 def training_succeeded(ctx: Context, job_id: str) -> bool:
     """Record a training success; returns True for the one caller that started the publish."""
     job = ctx.jobs.require(job_id)
-    if _token(ctx, job) is None:
+    if credentials.for_job(ctx.credentials, job).token is None:
         moved = ctx.jobs.transition(
             job_id, JobState.TRAINING, JobState.TRAINED, output_dir=job.output_dir,
             message="publishing skipped: no Hub token configured",
@@ -117,10 +114,8 @@ def run_publish(ctx: Context, job_id: str) -> None:
     if fence is None:
         log.info("publish held by another worker or closed", job_id=job_id)
         return
-    token = _token(ctx, job)
+    target = credentials.for_job(ctx.credentials, job)
     started = time.monotonic()
-    ctx.jobs.append_event(job_id, EventKind.NOTICE, stage="publishing", message="upload started",
-                          context={"worker": ctx.worker_id, "fence": fence})
     with _Lease(ctx, job_id, fence) as lease:
 
         def on_progress(event: PushProgress) -> None:
@@ -131,13 +126,18 @@ def run_publish(ctx: Context, job_id: str) -> None:
             ctx.jobs.update_progress(job_id, job_progress.for_stage("publishing", fraction))
 
         try:
-            if token is None:
-                raise PermanentError("no Hub token configured", category="authentication",
-                                    hint=f"hubferry secrets set hf_token, then hubferry retry {job_id}")
-            publication = publish(
-                job.output_dir, job.repo_id, endpoint=job.params.get("hub_endpoint"), token=token,
-                private=job.private, message=_commit_message(job), card=_card(job), progress=on_progress,
-                settings=ctx.settings, verify_after=False,
+            if target.token is None:
+                raise PermanentError(
+                    f"no Hub token for {target.endpoint}", category="authentication",
+                    hint=f"`hubferry secrets set hf_token --endpoint {target.endpoint}`, or "
+                    f"`hubferry retry {job_id} --token TOKEN`",
+                )
+            job = _resolve_auto_named(ctx, job, target)
+            ctx.jobs.append_event(job_id, EventKind.NOTICE, stage="publishing", message="upload started",
+                                  context={"worker": ctx.worker_id, "fence": fence, "repo_id": job.repo_id})
+            publication = ctx.publisher.publish(
+                Path(str(job.output_dir)), job.repo_id, target, private=job.private, message=_commit_message(job),
+                card=_card(job), progress=on_progress,
             )
         except HubferryError as exc:
             _publish_failed(ctx, job, fence, exc)
@@ -158,7 +158,26 @@ def run_publish(ctx: Context, job_id: str) -> None:
                  "files": len(publication.files), "bytes_uploaded": publication.bytes_uploaded,
                  "commits_created": publication.commits_created, "duration_s": round(time.monotonic() - started, 2)},
     )
-    _verify(ctx, ctx.jobs.require(job_id), publication)
+    _verify(ctx, ctx.jobs.require(job_id), publication.files)
+
+
+def _resolve_auto_named(ctx: Context, job: Job, target: HubTarget) -> Job:
+    """An auto-named repo follows the token's user: a job named before any token was known
+    (``root/...``) publishes to ``{token's user}/...``."""
+    if not job.repo_auto_named:
+        return job
+    identity = ctx.publisher.identify(target)
+    namespace = job.repo_id.split("/", 1)[0]
+    if identity.can_write(namespace):
+        return job
+    others = {j.repo_id.lower() for j in ctx.jobs.list_jobs(limit=10_000) if j.id != job.id}
+    repo_id = auto_repo_id(identity.name, job.name,
+                           lambda r: r.lower() in others or ctx.publisher.repo_exists(target, r))
+    ctx.jobs.retarget(job.id, repo_id=repo_id, repo_auto_named=True)
+    ctx.jobs.append_event(job.id, EventKind.NOTICE, stage="publishing",
+                          message=f"target renamed to the token's user: {job.repo_id} -> {repo_id}",
+                          context={"repo_id": repo_id})
+    return ctx.jobs.require(job.id)
 
 
 def _publish_failed(ctx: Context, job: Job, fence: int, exc: HubferryError) -> None:
@@ -176,32 +195,39 @@ def _publish_failed(ctx: Context, job: Job, fence: int, exc: HubferryError) -> N
                               context={k: v for k, v in exc.to_dict().items() if k not in ("message", "hint")})
 
 
-def _verify(ctx: Context, job: Job, publication: Publication | None = None) -> None:
-    """Read the recorded commit back; ``verifying → published`` only when every file matches."""
-    token = _token(ctx, job)
-    ctx.jobs.append_event(job.id, EventKind.STAGE_STARTED, stage="verifying", context={"commit_sha": job.commit_sha})
+def _verify(ctx: Context, job: Job, files: list[LocalFile] | None = None) -> None:
+    """Read the recorded commit back; ``verifying → published`` only when every file matches.
+
+    Transient failures are retried up to :data:`MAX_VERIFY_ATTEMPTS` times, then the job fails
+    (retryable with ``hubferry retry``).
+    """
+    target = credentials.for_job(ctx.credentials, job)
+    attempt = 1
+    for e in ctx.jobs.events(job.id):  # read-backs since this publish started
+        if e.kind is EventKind.STAGE_STARTED and e.stage in ("publishing", "verifying"):
+            attempt = 1 if e.stage == "publishing" else attempt + 1
+    ctx.jobs.append_event(job.id, EventKind.STAGE_STARTED, stage="verifying",
+                          context={"commit_sha": job.commit_sha, "attempt": attempt})
     ctx.jobs.update_progress(job.id, job_progress.for_stage("verifying", 0.0))
     started = time.monotonic()
     try:
-        if publication is None:  # a worker died after the commit was recorded: rebuild the manifest
-            files = local_manifest(Path(job.output_dir), job.repo_id, card=_card(job), settings=ctx.settings)
-            publication = Publication(
-                repo_id=job.repo_id, repo_url=job.repo_url or "", revision="main", commit_sha=job.commit_sha or "",
-                files=files, bytes_uploaded=0, commits_created=0, elapsed_s=0.0,
-            )
-        verify_publication(publication, endpoint=job.params.get("hub_endpoint"), token=token or "",
-                           settings=ctx.settings)
+        files = ctx.publisher.verify(Path(str(job.output_dir)), job.repo_id, target, job.commit_sha or "",
+                                     _card(job), files)
     except HubferryError as exc:
-        if exc.retryable:
+        if exc.retryable and attempt < MAX_VERIFY_ATTEMPTS:
             ctx.dispatch().publish(job.id, delay_s=REDISPATCH_DELAY_S)
             return
         error = ErrorInfo.from_exception(exc)
+        if exc.retryable:
+            error = ErrorInfo(error.category, f"verification failed {attempt} times: {exc.message}",
+                              f"`hubferry retry {job.id}` reads the commit back again", retryable=True)
         if ctx.jobs.transition(job.id, JobState.VERIFYING, JobState.FAILED, error=error) is not None:
             ctx.jobs.append_event(job.id, EventKind.STAGE_FAILED, stage="verifying", message=exc.message[:500])
         return
     ctx.jobs.update_progress(job.id, job_progress.for_stage("verifying", 1.0))
     if ctx.jobs.transition(job.id, JobState.VERIFYING, JobState.PUBLISHED) is not None:
         ctx.jobs.append_event(job.id, EventKind.STAGE_FINISHED, stage="verifying",
-                              context={"files": len(publication.files), "commit_sha": publication.commit_sha,
+                              context={"files": len(files), "commit_sha": job.commit_sha,
                                        "duration_s": round(time.monotonic() - started, 2)})
-        log.info("published", job_id=job.id, repo_url=job.repo_url, commit=publication.commit_sha)
+        credentials.forget_job(ctx.credentials, job.id)
+        log.info("published", job_id=job.id, repo_url=job.repo_url, commit=job.commit_sha)

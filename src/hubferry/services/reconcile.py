@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
 from hubferry.domain.jobs import ErrorInfo, EventKind, JobState
 from hubferry.logs import get_logger
 from hubferry.services.context import Context
-from hubferry.trainers.local import group_alive
+from hubferry.trainers import RunStatus
 
 log = get_logger(__name__)
 #: A job left in ``verifying`` this long without progress is verified again.
@@ -53,22 +52,20 @@ def reconcile(ctx: Context) -> Report:
 
 
 def _fail_orphaned_trainings(ctx: Context, now) -> int:
-    """Fail training jobs of this host whose trainer and runner are both gone (a worker crashed).
+    """Fail training jobs whose run its trainer reports lost (runner and trainer both gone: a worker crashed).
 
     The trainer's exit code died with its runner, so success cannot be told from failure: the job
     fails as retryable, and the output folder is kept.
     """
-    host = socket.gethostname()
     failed = 0
     for job in ctx.jobs.list_jobs(states=[JobState.TRAINING], updated_before=now - ORPHAN_GRACE, limit=1000):
-        started = [e for e in ctx.jobs.events(job.id) if e.kind is EventKind.STAGE_STARTED and e.stage == "training"]
-        if not started or started[-1].context.get("host") != host:
+        if not job.trainer_handle:
             continue
-        pid = started[-1].context.get("pid")
-        if pid is None or group_alive(int(pid)):
+        seen = ctx.trainer_for(job.trainer).poll(job.trainer_handle)
+        if seen.status is not RunStatus.LOST:
             continue
         error = ErrorInfo(
-            "training_error", "the worker running this training stopped, and the trainer process is gone",
+            "training_error", f"the worker running this training stopped: {seen.message}",
             hint=f"outputs so far are kept in {job.output_dir}; `hubferry retry {job.id}` trains again", retryable=True,
         )
         if ctx.jobs.transition(job.id, JobState.TRAINING, JobState.FAILED, error=error) is not None:

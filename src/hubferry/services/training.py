@@ -1,65 +1,33 @@
-"""Run a local training job: start the trainer, follow its log live, hand success to publishing."""
+"""Run a training job through its Trainer: start it, follow its log live, hand success to publishing."""
 
 from __future__ import annotations
 
-import socket
+import dataclasses
+import json
 import time
 from pathlib import Path
 
-from hubferry.domain.jobs import ErrorInfo, EventKind, JobState
+from hubferry.domain.jobs import ErrorInfo, EventKind, Job, JobState
 from hubferry.errors import HubferryError
-from hubferry.logs import get_logger, redact
+from hubferry.logs import get_logger, printable
+from hubferry.secrets.hub_credentials import job_owner
 from hubferry.services import progress as job_progress
 from hubferry.services.context import Context
 from hubferry.services.publishing import training_succeeded
 from hubferry.tracking import ProgressTracker
-from hubferry.trainers.base import RunStatus
-from hubferry.trainers.local import LocalTrainer
+from hubferry.tracking.logfile import tail
+from hubferry.trainers import Handle, Observation, RunStatus, Trainer
 
 log = get_logger(__name__)
 #: How often the log is read and progress stored while training runs.
 FOLLOW_INTERVAL_S = 0.5
-#: Log lines kept in a failed job's error.
+#: Log lines kept in a failed job's error, and the most characters that error may hold.
 TAIL_LINES = 20
-
-
-class LogFollower:
-    """Reads what a trainer appended to its log since the last call; ``\\r`` ends a line too (tqdm)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.partial = ""
-
-    def read_new(self) -> list[str]:
-        try:
-            with self.path.open("rb") as fh:
-                fh.seek(self.offset)
-                data = fh.read()
-        except FileNotFoundError:
-            return []
-        self.offset += len(data)
-        text = self.partial + data.decode("utf-8", errors="replace")
-        parts = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-        self.partial = parts.pop()
-        return [p for p in parts if p]
-
-    def flush(self) -> list[str]:
-        lines = self.read_new()
-        if self.partial:
-            lines.append(self.partial)
-            self.partial = ""
-        return lines
-
-
-def log_tail(path: Path, lines: int = TAIL_LINES) -> str:
-    """The last ``lines`` lines of a log (tqdm redraws collapsed), secrets redacted."""
-    try:
-        text = path.read_bytes()[-64_000:].decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-    rows = [r.rstrip("\r").split("\r")[-1] for r in text.split("\n") if r.strip()]
-    return redact("\n".join(rows[-lines:]))
+MAX_ERROR_CHARS = 4000
+#: Vault entries (owner ``job:<id>``) of a job's secrets: the variables the user passed on purpose, and
+#: the command itself when it holds a token (the job records it redacted).
+PASSED_ENV = "pass-env"
+SECRET_COMMAND = "command"
 
 
 def run_training(ctx: Context, job_id: str) -> None:
@@ -70,66 +38,84 @@ def run_training(ctx: Context, job_id: str) -> None:
     job = ctx.jobs.require(job_id)
     ctx.jobs.append_event(job_id, EventKind.STAGE_STARTED, stage="preparing")
     ctx.jobs.update_progress(job_id, job_progress.for_stage("starting", 0.0))
-    params = job.params
     log_path = ctx.settings.home / "logs" / f"{job_id}.log"
-    output_dir = Path(params["output_dir"])
-    # The command can find the folder to write into in HUBFERRY_OUTPUT_DIR.
-    trainer = LocalTrainer(params["command"], cwd=params.get("cwd"), env={"HUBFERRY_OUTPUT_DIR": str(output_dir)})
+    output_dir = Path(job.params["output_dir"])
     try:
+        trainer = ctx.trainer_for(job.trainer)
         output_dir.mkdir(parents=True, exist_ok=True)
-        pid = trainer.start(log_path)
+        runnable, passed = _with_secrets(ctx, job)
+        handle = trainer.start(runnable, log_path, passed)
     except (HubferryError, OSError) as exc:
         _fail(ctx, job_id, JobState.PREPARING, ErrorInfo.from_exception(exc), "preparing")
         return
-    ctx.jobs.set_runtime(job_id, pid=pid, log_path=str(log_path), output_dir=str(output_dir))
+    ctx.jobs.set_runtime(job_id, trainer_handle=handle, log_path=str(log_path), output_dir=str(output_dir))
     if ctx.jobs.transition(job_id, JobState.PREPARING, JobState.TRAINING) is None:
-        trainer.cancel(ctx.settings.cancel_grace_s)  # cancelled meanwhile
+        trainer.cancel(handle, ctx.settings.cancel_grace_s)  # cancelled meanwhile
         return
     started = time.monotonic()
-    ctx.jobs.append_event(job_id, EventKind.STAGE_STARTED, stage="training",
-                          context={"pid": pid, "host": socket.gethostname(), "log_path": str(log_path)})
-    state = _follow(ctx, job_id, trainer, LogFollower(log_path), params.get("total_steps"))
+    ctx.jobs.append_event(job_id, EventKind.STAGE_STARTED, stage="training", context=dict(handle))
+    seen = _follow(ctx, job_id, trainer, handle, job.params.get("total_steps"))
     duration = round(time.monotonic() - started, 2)
-    if state.status is RunStatus.CANCELLED:
-        ctx.jobs.append_event(job_id, EventKind.NOTICE, stage="training", message="trainer stopped (cancelled)")
+    if seen.status is RunStatus.CANCELLED or ctx.jobs.require(job_id).state is JobState.CANCELLED:
+        ctx.jobs.append_event(job_id, EventKind.NOTICE, stage="training", message="trainer stopped (cancelled)",
+                              context={"duration_s": duration})
         return
-    if state.status is RunStatus.FAILED:
-        tail = log_tail(log_path)
+    if seen.status is not RunStatus.SUCCEEDED:
+        reason = f"{seen.message}. Last lines of the log:\n"
+        tail = failure_tail(log_path)[-max(0, MAX_ERROR_CHARS - len(reason)):]  # keep the reason, cut the log
         error = ErrorInfo(
-            "training_error", f"{state.message}. Last lines of the log:\n{tail}",
-            hint=f"read the full log at {log_path}, fix the problem, then `hubferry retry {job_id}`", retryable=True,
+            "training_error", (reason + tail)[:MAX_ERROR_CHARS],
+            hint=f"read the full log with `hubferry logs show {job_id}`, fix the problem, then "
+            f"`hubferry retry {job_id}`", retryable=True,
         )
-        _fail(ctx, job_id, JobState.TRAINING, error, "training", exit_code=state.exit_code, duration_s=duration)
+        _fail(ctx, job_id, JobState.TRAINING, error, "training", exit_code=seen.exit_code, duration_s=duration)
         return
-    if not output_dir.is_dir() or not any(output_dir.iterdir()):
+    try:
+        outputs = trainer.fetch_outputs(handle, output_dir)
+    except HubferryError as exc:
+        _fail(ctx, job_id, JobState.TRAINING, ErrorInfo.from_exception(exc), "training", duration_s=duration)
+        return
+    if not outputs.is_dir() or not any(outputs.iterdir()):
         error = ErrorInfo(
-            "training_error", f"the training command exited 0 but wrote nothing to {output_dir}",
+            "training_error", f"the training command exited 0 but wrote nothing to {outputs}",
             hint="pass the folder the trainer writes its weights to with --output", retryable=True,
         )
         _fail(ctx, job_id, JobState.TRAINING, error, "training", duration_s=duration)
         return
-    ctx.jobs.set_runtime(job_id, pid=None)
     ctx.jobs.append_event(job_id, EventKind.STAGE_FINISHED, stage="training",
-                          context={"duration_s": duration, "output_dir": str(output_dir)})
+                          context={"duration_s": duration, "output_dir": str(outputs)})
     training_succeeded(ctx, job_id)
 
 
-def _follow(ctx: Context, job_id: str, trainer: LocalTrainer, follower: LogFollower, total_steps: int | None):
+def _with_secrets(ctx: Context, job: Job) -> tuple[Job, dict[str, str]]:
+    """The job as its trainer must run it (the real command), and the secret variables it was given."""
+    vault, owner = ctx.credentials.vault, job_owner(job.id)
+    command, passed = vault.get(owner, SECRET_COMMAND), vault.get(owner, PASSED_ENV)
+    if command is not None:
+        job = dataclasses.replace(job, params={**job.params, "command": json.loads(command)})
+    return job, json.loads(passed) if passed else {}
+
+
+def failure_tail(log_path: Path) -> str:
+    """The end of a failed run's log as it may be stored and shown: escapes removed, secrets redacted."""
+    return printable(tail(log_path, TAIL_LINES))
+
+
+def _follow(ctx: Context, job_id: str, trainer: Trainer, handle: Handle, total_steps: int | None) -> Observation:
     tracker = ProgressTracker(total_steps=total_steps)
+    cursor = ""
     while True:
-        state = trainer.poll()
-        lines = follower.read_new() if state.status is RunStatus.RUNNING else follower.flush()
+        seen = trainer.poll(handle, cursor)
+        cursor = seen.cursor
         now = time.monotonic()
-        for line in lines:
+        for line in seen.lines:
             tracker.feed(line, at=now)
-        if lines:
+        if seen.lines:
             ctx.jobs.update_progress(job_id, job_progress.from_snapshot(tracker.snapshot(now)))
-        if state.status is not RunStatus.RUNNING:
-            return state
-        job = ctx.jobs.require(job_id)
-        if job.state is JobState.CANCELLED:
-            trainer.cancel(ctx.settings.cancel_grace_s)
-            return trainer.poll()
+        if seen.status is not RunStatus.RUNNING:
+            return seen
+        if ctx.jobs.require(job_id).state is JobState.CANCELLED:
+            trainer.cancel(handle, ctx.settings.cancel_grace_s)
         time.sleep(FOLLOW_INTERVAL_S)
 
 

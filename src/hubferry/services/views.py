@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hubferry.domain.jobs import Job, JobEvent
-from hubferry.logs import redact
+from hubferry.logs import printable
 
 
 def _ts(value) -> str | None:
@@ -15,7 +15,7 @@ def _ts(value) -> str | None:
 def event_dict(event: JobEvent) -> dict[str, Any]:
     return {
         "seq": event.seq, "at": _ts(event.at), "kind": event.kind.value, "stage": event.stage,
-        "message": redact(event.message), "context": dict(event.context),
+        "message": printable(event.message), "context": dict(event.context),
     }
 
 
@@ -25,7 +25,7 @@ def job_dict(job: Job, events: list[JobEvent] | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": job.id, "name": job.name, "owner": job.owner, "state": job.state.value, "trainer": job.trainer,
         "repo_id": job.repo_id, "private": job.private, "repo_url": job.repo_url, "commit_sha": job.commit_sha,
-        "error": {**job.error.to_dict(), "message": redact(job.error.message)} if job.error else None,
+        "error": {**job.error.to_dict(), "message": printable(job.error.message)} if job.error else None,
         "progress": {"stage": p.stage, "percent": p.percent, "step": p.step, "total_steps": p.total_steps,
                      "loss": p.loss, "eta_seconds": p.eta_seconds},
         "output_dir": job.output_dir, "log_path": job.log_path, "attempts": job.attempts,
@@ -35,3 +35,24 @@ def job_dict(job: Job, events: list[JobEvent] | None = None) -> dict[str, Any]:
     if events is not None:
         data["timeline"] = [event_dict(e) for e in events]
     return data
+
+
+def job_fields(job: Job) -> list[tuple[str, str]]:
+    """The facts ``jobs show`` prints, in order, as ``(label, text)``."""
+    p = job.progress
+    credential = job.params.get("credential") or {}
+    progress = f"{p.percent:.0f}%" if p.percent is not None else "-"
+    if p.step is not None:
+        progress += f", step {p.step}" + (f"/{p.total_steps}" if p.total_steps else "")
+    if p.loss is not None:
+        progress += f", loss {p.loss:.4g}"
+    if p.eta_seconds is not None:
+        progress += f", ETA {int(p.eta_seconds) // 60:02d}:{int(p.eta_seconds) % 60:02d}"
+    fields = [
+        ("id", job.id), ("name", job.name), ("state", job.state.value), ("trainer", job.trainer),
+        ("repo", job.repo_url or job.repo_id), ("endpoint", str(job.params.get("hub_endpoint", ""))),
+        ("token", str(credential.get("source", "-"))), ("commit", job.commit_sha or "-"),
+        ("progress", f"{progress} ({p.stage or 'not started'})"), ("output", job.output_dir or "-"),
+        ("log", job.log_path or "-"), ("attempts", str(job.attempts)),
+    ]
+    return [(k, printable(v)) for k, v in fields]

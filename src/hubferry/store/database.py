@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -49,7 +50,7 @@ def make_engine(url: str, *, echo: bool = False, busy_timeout_s: float = SQLITE_
             parsed = parsed.set(drivername="postgresql+psycopg")
         return sa.create_engine(parsed, echo=echo, pool_pre_ping=True)
     raise ConfigError(
-        f"unsupported database URL scheme {parsed.drivername!r}",
+        f"unsupported database URL scheme {parsed.drivername!r} in HUBFERRY_DATABASE_URL",
         setting="database_url",
         hint="Use sqlite:///path/to/jobs.db or postgresql://user@host/dbname.",
     )
@@ -64,6 +65,12 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
+def _create_private(path: Path) -> None:
+    """Create the database file 0600 in a 0700 folder (SQLite gives its -wal and -shm files the same mode)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+
+
 def _sqlite_engine(url: sa.URL, *, echo: bool, busy_timeout_s: float) -> Engine:
     engine = sa.create_engine(
         url,
@@ -71,6 +78,8 @@ def _sqlite_engine(url: sa.URL, *, echo: bool, busy_timeout_s: float) -> Engine:
         connect_args={"timeout": busy_timeout_s, "check_same_thread": False},
     )
     in_memory = url.database in (None, "", ":memory:")
+    if not in_memory:
+        _create_private(Path(str(url.database)))
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

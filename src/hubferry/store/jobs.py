@@ -26,7 +26,6 @@ Clock = Callable[[], datetime]
 #: Job states in which the publish row is live (claimable or held).
 _PUBLISH_LIVE = ("pending", "uploading")
 #: Job states whose training output exists but which are not yet published.
-_TRAINED_NOT_PUBLISHED = (JobState.TRAINED, JobState.PUBLISHING, JobState.VERIFYING)
 
 
 class _Unset(Enum):
@@ -101,10 +100,6 @@ class JobStore:
         with self.engine.connect() as conn:
             return [_job_from_row(row) for row in conn.execute(query).mappings()]
 
-    def trained_not_published(self, *, limit: int = 1000) -> list[Job]:
-        """Jobs whose training finished but which are not published (trained, publishing, verifying)."""
-        return self.list_jobs(states=_TRAINED_NOT_PUBLISHED, limit=limit)
-
     # -- state -----------------------------------------------------------------------------
 
     def transition(
@@ -166,11 +161,11 @@ class JobStore:
         self,
         job_id: str,
         *,
-        pid: int | None | _Unset = UNSET,
+        trainer_handle: Mapping[str, Any] | None | _Unset = UNSET,
         log_path: str | None | _Unset = UNSET,
         output_dir: str | None | _Unset = UNSET,
     ) -> bool:
-        """Record where a job runs and writes: the local trainer's pid, its log, its output folder.
+        """Record where a job runs and writes: the trainer's handle of the run, its log, its output folder.
 
         Only the arguments given are changed; ``None`` clears a field.
 
@@ -178,8 +173,22 @@ class JobStore:
             ``False`` when there is no such job.
         """
         values: dict[str, Any] = {
-            k: v for k, v in (("pid", pid), ("log_path", log_path), ("output_dir", output_dir)) if v is not UNSET
+            k: (dict(v) if isinstance(v, Mapping) else v)
+            for k, v in (("trainer_handle", trainer_handle), ("log_path", log_path), ("output_dir", output_dir))
+            if v is not UNSET
         }
+        return self._update(job_id, values)
+
+    def retarget(
+        self, job_id: str, *, repo_id: str, repo_auto_named: bool, params: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Point a job that is not publishing at another repo (and update its parameters)."""
+        values: dict[str, Any] = {"repo_id": repo_id, "repo_auto_named": repo_auto_named}
+        if params is not None:
+            values["params"] = dict(params)
+        return self._update(job_id, values)
+
+    def _update(self, job_id: str, values: dict[str, Any]) -> bool:
         values["updated_at"] = self.clock()
         with write_transaction(self.engine) as conn:
             result = conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(**values))
@@ -355,7 +364,7 @@ def _job_to_row(job: Job) -> dict[str, Any]:
         "commit_sha": job.commit_sha,
         "output_dir": job.output_dir,
         "log_path": job.log_path,
-        "pid": job.pid,
+        "trainer_handle": dict(job.trainer_handle) if job.trainer_handle else None,
         "attempts": job.attempts,
     }
 
@@ -389,7 +398,7 @@ def _job_from_row(row: RowMapping) -> Job:
         commit_sha=row["commit_sha"],
         output_dir=row["output_dir"],
         log_path=row["log_path"],
-        pid=row["pid"],
+        trainer_handle=row["trainer_handle"],
         attempts=row["attempts"],
     )
 

@@ -71,7 +71,7 @@ jobs = sa.Table(
     sa.Column("commit_sha", sa.String(64)),
     sa.Column("output_dir", sa.Text),
     sa.Column("log_path", sa.Text),
-    sa.Column("pid", sa.Integer),
+    sa.Column("trainer_handle", JSONType),
     sa.Column("attempts", sa.Integer, nullable=False),
     # The seq of the job's newest event; incrementing it serialises appends per job.
     sa.Column("last_event_seq", sa.Integer, nullable=False),

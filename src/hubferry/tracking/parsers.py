@@ -232,6 +232,7 @@ def _bar_reading(
     printed_percent = float(printed) if printed is not None else None
     if printed_percent is not None and printed_percent > 100.0:
         return None
+    percent: float | None
     if total is not None:
         percent = 100.0 * n / total
         # A cut-off line ("310/10" for "310/1000") disagrees with the printed percent.

@@ -1,11 +1,14 @@
-"""The Trainer protocol every backend (local, Replicate, RunPod) implements."""
+"""The Trainer protocol every backend (local, Replicate, RunPod) implements, and what it reports."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+from hubferry.domain.jobs import Job
 
 
 class RunStatus(StrEnum):
@@ -13,31 +16,58 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: The run cannot be found any more (its runner and process are gone).
+    LOST = "lost"
+
+
+#: A serialisable record naming one run, stored on the job: pid/pgid for local, a training id for
+#: Replicate, a pod id for RunPod.
+Handle = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
-class RunState:
-    """What a backend says about one training run."""
+class Capabilities:
+    #: A failed training can be started again without losing anything (``hubferry retry``).
+    can_retry_training: bool
+    #: The provider pushes events (webhooks, agent callbacks); polling is then only the fallback.
+    pushes_events: bool
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a backend says about one run at one moment."""
 
     status: RunStatus
+    #: Log lines since the cursor given to :meth:`Trainer.poll`, and the cursor to pass next time.
+    lines: list[str] = field(default_factory=list)
+    cursor: str = ""
     exit_code: int | None = None
     message: str = ""
+    #: Progress the provider reports itself (``percent``, ``step``, ``total_steps``), beyond the log.
+    hints: Mapping[str, Any] = field(default_factory=dict)
+    #: Where the outputs are, once the run succeeded (a local folder, or a URL to fetch).
+    outputs: str | None = None
 
 
 class Trainer(Protocol):
-    """Start, observe and stop one training run; the job service drives it."""
+    """Start, observe and stop training runs; services touch a backend only through this."""
 
-    #: Whether a failed run can be started again without losing anything (``hubferry retry``).
-    supports_retry: bool
+    kind: str
+    capabilities: Capabilities
 
-    def start(self, log_path: Path) -> int:
-        """Start the run, sending its output to ``log_path``; returns a handle (a pid for local runs)."""
+    def start(self, job: Job, log_path: Path, secrets: Mapping[str, str] | None = None) -> Handle:
+        """Start the run for ``job`` (its recorded command, environment and working directory), giving it
+        ``secrets``: the variables the user passed on purpose (``--pass-env``)."""
         ...
 
-    def poll(self) -> RunState:
-        """The run's current state, without blocking."""
+    def poll(self, handle: Handle, cursor: str = "") -> Observation:
+        """The run's state and the log since ``cursor``, without blocking."""
         ...
 
-    def cancel(self, grace_s: float) -> None:
-        """Stop the run: politely, then forcibly after ``grace_s``."""
+    def cancel(self, handle: Handle, grace_s: float) -> None:
+        """Stop the run: politely, then forcibly after ``grace_s``. A run already gone is not an error."""
+        ...
+
+    def fetch_outputs(self, handle: Handle, dest: Path) -> Path:
+        """Make the outputs of a succeeded run available under ``dest``; returns the folder to publish."""
         ...
