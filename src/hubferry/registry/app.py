@@ -55,6 +55,11 @@ class PathDecodingMiddleware:
         await self.app(scope, receive, send)
 
 
+#: Every router of the registry, in matching order: account before page, since "/settings/tokens"
+#: would otherwise match the repo page "/{ns}/{name}".
+ROUTERS = (api.router, listing.router, uploads.router, lfs.router, resolve.router, account.router, page.router)
+
+
 def build_context(settings: RegistrySettings) -> RegistryContext:
     """Open (or create) the data dir and everything the routes share."""
     data_dir = settings.data_dir
@@ -91,9 +96,7 @@ def create_app(settings: RegistrySettings | None = None) -> Any:
     def health() -> dict[str, Any]:
         return {"status": "ok", "faults": len(ctx.faults.injected)}
 
-    # account before page: "/settings/tokens" would otherwise match the repo page "/{ns}/{name}".
-    routers = (api.router, listing.router, uploads.router, lfs.router, resolve.router, account.router, page.router)
-    for router in routers:
+    for router in ROUTERS:
         app.include_router(router)
 
     logging.getLogger("uvicorn.error").addFilter(_QUIET_DROPS)

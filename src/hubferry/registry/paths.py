@@ -20,9 +20,10 @@ MAX_PATH_BYTES = 1024
 #: Directory levels in a path.
 MAX_DEPTH = 64
 
-#: Bidirectional formatting characters (embeddings, overrides, isolates and marks).
-_BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-_FORBIDDEN_CHAR = re.compile(f"[\\x00-\\x1f\\x7f-\\x9f\\\\{_BIDI}]")
+#: Bidirectional formatting characters (embeddings, overrides, isolates and marks): they make a name
+#: display as another (``invoice\u202egpj.exe`` shows as ``invoiceexe.jpg``).
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_FORBIDDEN_CHAR = re.compile(f"[\\x00-\\x1f\\x7f-\\x9f\\\\{BIDI_CONTROLS}]")
 
 
 def _refuse(path: str, why: str) -> HubHTTPError:

@@ -20,13 +20,14 @@ from . import gitobjects, storage
 from .auth import Principal, require_write
 from .blobs import BlobStore
 from .httperrors import HubHTTPError, entry_not_found, repo_not_found, revision_not_found
+from .paths import BIDI_CONTROLS
 
 REPO_TYPES = ("model", "dataset")
 URL_PREFIXES = {"model": "", "dataset": "datasets/"}
 
 _NAME = re.compile(r"^\b[\w\-.]{1,96}\b$", re.ASCII)
 _SHA_PREFIX = re.compile(r"^[0-9a-f]{7,40}$")
-_BAD_REF_CHAR = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+_BAD_REF_CHAR = re.compile(f"[\\x00-\\x20\\x7f-\\x9f~^:?*\\[\\\\{BIDI_CONTROLS}]")
 _PR_REF = re.compile(r"refs/pr/([0-9]{1,9})")
 #: Longest branch or tag name.
 MAX_REF_BYTES = 255
@@ -104,7 +105,8 @@ def validate_ref_name(name: str, kind: str) -> None:
         raise HubHTTPError(
             400,
             f"Invalid {kind} name {name[:100]!r}: use letters, digits, '-', '_', '.' and '/', at most "
-            f"{MAX_REF_BYTES} bytes, not starting with 'refs/' or '/', no '..', '//', '@{{' or spaces",
+            f"{MAX_REF_BYTES} bytes, not starting with 'refs/' or '/', without '..', '//', '@{{', spaces, "
+            "control or bidi characters",
         )
 
 

@@ -60,9 +60,14 @@ def _session_principal(ctx: RegistryContext, cookie: str) -> Principal:
     expires, _, mac = rest.partition(".")
     if not (token_id.isdecimal() and expires.isdecimal() and len(token_id) < 19 and len(expires) < 19):
         return ANONYMOUS
-    if not hmac.compare_digest(mac, ctx.signer.tag("session", token_id, expires)) or int(expires) < time.time():
+    if not _same(mac, ctx.signer.tag("session", token_id, expires)) or int(expires) < time.time():
         return ANONYMOUS
     return principal_for_token_id(ctx.engine, int(token_id)) or ANONYMOUS
+
+
+def _same(sent: str, expected: str) -> bool:
+    # Bytes: compare_digest refuses non-ASCII str, and what was sent is attacker-controlled.
+    return hmac.compare_digest(sent.encode(), expected.encode())
 
 
 def open_session(state: PageState, response: Response, principal: Principal) -> None:
@@ -118,6 +123,6 @@ def forgery(request: Request, state: PageState, form: dict[str, str]) -> str | N
             f"This form was sent from {_origin(sent_origin)}, not from this registry ({_origin(base_url(request))}). "
             "If that is this registry's address, start the registry with --public-url set to it."
         )
-    if state.new_nonce or not hmac.compare_digest(form.get("csrf", ""), state.csrf):
+    if state.new_nonce or not _same(form.get("csrf", ""), state.csrf):
         return "The form has expired or did not come from this registry's pages: reload the page and try again."
     return None

@@ -61,7 +61,8 @@ class Signer:
             return False
         if expires < time.time():
             return False
-        return hmac.compare_digest(signature, self._mac(path, params))
+        # Bytes: compare_digest refuses non-ASCII str, and the query is attacker-controlled.
+        return hmac.compare_digest(signature.encode(), self._mac(path, params).encode())
 
     def tag(self, *parts: str | int) -> str:
         """A short MAC over ``parts``; used as multipart part ETags that can be checked later."""
