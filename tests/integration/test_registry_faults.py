@@ -110,3 +110,27 @@ def test_each_kind_reaches_the_client(tmp_path: Path, kind: str) -> None:
             assert response.headers["retry-after"] == "0"
             assert response.headers["ratelimit"] == '"api";r=0;t=0'
         assert session.get(f"{hub.endpoint}/health").status_code == 200
+
+
+@pytest.mark.parametrize(("kind", "status", "content_type", "text"), [
+    ("text429", 429, "text/plain", "Too Many Requests"),
+    ("html502", 502, "text/html", "<title>502 Bad Gateway</title>"),
+    ("html503", 503, "text/html", "Service Temporarily Unavailable"),
+])
+def test_proxy_kinds_answer_like_a_proxy_not_like_the_hub(tmp_path: Path, kind, status, content_type, text) -> None:
+    with running_registry(tmp_path / "hub", fault_rate=1.0, fault_kinds=kind, fault_paths="/api/validate-yaml") as hub:
+        response = httpx2.post(f"{hub.endpoint}/api/validate-yaml", json={"content": "# x", "repoType": "model"})
+        assert response.status_code == status and response.headers["content-type"].startswith(content_type)
+        assert text in response.text and "x-error-code" not in response.headers
+        assert "retry-after" not in response.headers
+        with pytest.raises(ValueError):
+            response.json()  # what made huggingface_hub fail with JSONDecodeError
+
+
+def test_proxy_kinds_are_known_to_the_settings_and_the_plan() -> None:
+    from hubferry.registry.settings import FAULT_KINDS, RegistrySettings
+
+    assert {"text429", "html502", "html503"} <= set(FAULT_KINDS)
+    assert RegistrySettings(fault_kinds="text429,html503").fault_kinds == ("text429", "html503")
+    plan = FaultPlan(1.0, 0, ("html502",))
+    assert plan.draw("POST", "/api/models/a/b/commit/main") is not None
