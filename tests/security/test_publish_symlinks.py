@@ -204,3 +204,14 @@ def test_the_upload_reader_refuses_a_file_replaced_after_hashing(home, folder, o
     (folder / "config.json").write_bytes(b'{"r": 9}')  # same size, another file
     with pytest.raises(PermanentError, match="replaced|changed"):
         SourceFile(hashed, threading.Event()).read()
+
+
+def test_the_generated_card_never_reads_a_linked_training_file(tmp_path, outside):
+    from hubferry.hub import card
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    outside.write_text('{"base_model": "leaked/from-outside"}')
+    (folder / "training_args.json").symlink_to(outside)
+    info = card.complete_from_folder(card.CardInfo(), folder)
+    assert info.base_model is None and "leaked" not in card.render(info, "alice/m")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from hubferry.errors import ValidationError
 _ADAPTER_CONFIG = "adapter_config.json"
 _TRAINING_ARGS = "training_args.json"
 _SECRET_KEYS = ("token", "secret", "password", "api_key", "apikey", "key")
+#: Largest training-description file read for the card.
+_MAX_JSON = 1024 * 1024
 
 
 @dataclass
@@ -28,8 +31,12 @@ class CardInfo:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; empty when missing, invalid, too big or a link (never followed)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as fh:
+            raw = fh.read(_MAX_JSON + 1)
+        data = json.loads(raw.decode("utf-8")) if len(raw) <= _MAX_JSON else None
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
