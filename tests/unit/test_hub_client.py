@@ -110,6 +110,18 @@ def test_xet_is_chosen_per_endpoint_without_touching_huggingface_hub(monkeypatch
     assert not HubClients(_settings(xet="off")).use_xet("https://huggingface.co")
 
 
+def _commit_a_card_twice(hub) -> tuple[TransientError, list[float]]:
+    """Commit a README (so validate-yaml is called) through ``hub`` with two attempts; the error and sleeps."""
+    api = HubClients(_settings(), transport=httpx2.MockTransport(hub)).api("http://hub.test", "hf_" + "y" * 34)
+    slept: list[float] = []
+    policy = retry.RetryPolicy(max_attempts=2, base_delay=0.0, sleep=slept.append)
+    op = CommitOperationAdd("README.md", b"---\nlicense: mit\n---\n# hi\n")
+    with pytest.raises(TransientError) as info:
+        retry.call(lambda: api.create_commit("alice/x", [op], commit_message="m"), what="create commit",
+                   endpoint=api.endpoint, policy=policy)
+    return info.value, slept
+
+
 def test_text_and_html_proxy_answers_on_validate_yaml_are_transient_and_retried():
     """A proxy's text 429 on validate-yaml made huggingface_hub call .json() on 'Too Many Requests'."""
     answers = iter([
@@ -123,14 +135,7 @@ def test_text_and_html_proxy_answers_on_validate_yaml_are_transient_and_retried(
         seen.append(request.url.path)
         return next(answers)
 
-    api = HubClients(_settings(), transport=httpx2.MockTransport(hub)).api("http://hub.test", "hf_" + "y" * 34)
-    slept: list[float] = []
-    policy = retry.RetryPolicy(max_attempts=2, base_delay=0.0, sleep=slept.append)
-    op = CommitOperationAdd("README.md", b"---\nlicense: mit\n---\n# hi\n")
-    with pytest.raises(TransientError) as info:
-        retry.call(lambda: api.create_commit("alice/x", [op], commit_message="m"), what="create commit",
-                   endpoint=api.endpoint, policy=policy)
-    error = info.value
+    error, slept = _commit_a_card_twice(hub)
     # First attempt: the text 429 was a transient failure (retried), not a bug to report; second: the HTML 503.
     assert len(slept) == 1 and seen == ["/api/validate-yaml", "/api/validate-yaml"]
     assert error.category == "service_error" and error.status == 503 and error.attempt == 2
@@ -142,14 +147,8 @@ def test_a_proxy_429_without_json_names_status_url_and_waits_for_retry_after():
     def hub(request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(429, text="slow down", headers={"Content-Type": "text/plain", "Retry-After": "3"})
 
-    api = HubClients(_settings(), transport=httpx2.MockTransport(hub)).api("http://hub.test", "hf_" + "z" * 34)
-    slept: list[float] = []
-    policy = retry.RetryPolicy(max_attempts=2, base_delay=0.0, sleep=slept.append)
-    op = CommitOperationAdd("README.md", b"# card\n")
-    with pytest.raises(TransientError) as info:
-        retry.call(lambda: api.create_commit("alice/x", [op], commit_message="m"), what="create commit",
-                   endpoint=api.endpoint, policy=policy)
+    error, slept = _commit_a_card_twice(hub)
     assert slept == [3.0]
-    assert info.value.category == "rate_limit" and info.value.status == 429
-    assert info.value.url == "http://hub.test/api/validate-yaml" and "text/plain" in info.value.message
-    assert json.loads(json.dumps(info.value.to_dict()))["retryable"] is True
+    assert error.category == "rate_limit" and error.status == 429
+    assert error.url == "http://hub.test/api/validate-yaml" and "text/plain" in error.message
+    assert json.loads(json.dumps(error.to_dict()))["retryable"] is True
