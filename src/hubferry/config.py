@@ -87,6 +87,36 @@ class Settings(BaseSettings):
     #: Text files above this are not scanned for secrets.
     secret_scan_max_bytes: int = Field(default=10 * MiB, ge=0)
 
+    #: Where ``hubferry serve`` is reachable from outside (trainers fetch staged files and providers
+    #: deliver webhooks there); unset: no webhooks, and the ``local`` staging cannot be used.
+    public_url: str | None = None
+
+    #: Replicate API; tests point it at a local fake. Token: HUBFERRY_REPLICATE_TOKEN or REPLICATE_API_TOKEN.
+    replicate_base_url: str = "https://api.replicate.com"
+    replicate_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("HUBFERRY_REPLICATE_TOKEN", "REPLICATE_API_TOKEN"))
+    #: How often an active remote training is polled (also the staleness after which a status read refreshes).
+    poll_interval_s: float = Field(default=5.0, gt=0)
+
+    #: Where a dataset zip is staged for a remote trainer: "auto" (replicate-files for Replicate),
+    #: "replicate-files", "s3" (any S3-compatible store) or "local" (signed URLs of ``hubferry serve``).
+    staging: Literal["auto", "replicate-files", "s3", "local"] = "auto"
+    #: Staged files expire (and are deleted by the cleanup task) after this long.
+    staging_ttl_s: int = Field(default=24 * 3600, ge=60)
+    s3_bucket: str | None = None
+    s3_prefix: str = "hubferry/"
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+
+    #: Dataset intake limits: images per dataset, bytes in all, pixels per image (decompression bombs).
+    dataset_max_images: int = Field(default=1000, ge=1)
+    dataset_max_bytes: int = Field(default=2 * 1024 * MiB, ge=1)
+    dataset_max_pixels: int = Field(default=40_000_000, ge=1)
+    #: Hosts a dataset URL may resolve to although they are loopback/private (the SSRF guard); tests add 127.0.0.1.
+    fetch_allow_hosts: tuple[str, ...] = ()
+
     @classmethod
     def settings_customise_sources(
         cls,
