@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import httpx2
+import pytest
 from huggingface_hub.errors import HfHubHTTPError
 
 from hubferry.errors import PermanentError, TransientError, ValidationError
+from hubferry.hub import retry
 from hubferry.hub.failures import classify, retry_after_seconds
 
 
@@ -48,8 +50,13 @@ def test_html_proxy_pages_are_transient_and_quoted_by_their_title_not_their_mark
 
 
 def test_a_2xx_answer_that_is_not_json_is_transient():
-    error = classify(json.JSONDecodeError("Expecting value", "<html>", 0), what="whoami", endpoint="http://h")
-    assert type(error) is TransientError and error.category == "service_error" and "re-run to resume" in error.hint
+    def parse() -> None:
+        raise json.JSONDecodeError("Expecting value", "<html>", 0)
+
+    with pytest.raises(TransientError) as info:  # through retry.call, as every Hub call goes
+        retry.call(parse, what="whoami", endpoint="http://h", policy=retry.RetryPolicy(max_attempts=1))
+    error = info.value
+    assert error.category == "service_error" and "re-run to resume" in error.hint and error.attempt == 1
 
 
 def test_readme_metadata_errors_stay_validation_errors_even_when_caused_by_an_http_400():

@@ -166,6 +166,9 @@ class _Router(httpx2.BaseTransport):
     def last_answer(self) -> Answer | None:
         return getattr(self._last, "answer", None)
 
+    def forget_answer(self) -> None:
+        self._last.answer = None
+
     def close(self) -> None:
         """Keep the route transports open: huggingface_hub closes its shared client after a connect
         error while other threads (other pushes) still send through it; they own their transports."""
@@ -223,8 +226,13 @@ def install() -> None:
 
 
 def last_answer() -> Answer | None:
-    """The last HTTP answer received on the calling thread, if any."""
+    """The last HTTP answer received on the calling thread since :func:`forget_answer`, if any."""
     return _ROUTER.last_answer()
+
+
+def forget_answer() -> None:
+    """Start a new call on this thread: an earlier call's answer must not explain its failure."""
+    _ROUTER.forget_answer()
 
 
 _shared_lock = threading.Lock()

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from hubferry.config import Settings
 from hubferry.errors import HubferryError, TransientError
+from hubferry.hub.client import forget_answer
 from hubferry.hub.failures import classify
 from hubferry.logs import get_logger
 
@@ -70,6 +71,7 @@ def call(
     attempt = 0
     while True:
         attempt += 1
+        forget_answer()
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - every failure is classified, then re-raised or retried
