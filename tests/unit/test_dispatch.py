@@ -6,9 +6,6 @@ import os
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
-
-import pytest
 
 from hubferry.config import Settings
 from hubferry.domain.jobs import JobState, new_job
