@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hubferry.tracking.parsers import Reading, classify_label, extract_loss, parse_line
+from hubferry.tracking.parsers import Reading, classify_label, extract_loss, is_bare, parse_line
 
 AI_TOOLKIT_BAR = (
     "flux_train_replicate:  31%|███       | 310/1000 [02:10<04:51,  2.37it/s, lr: 4.0e-04 loss: 3.215e-01]"
@@ -184,3 +184,51 @@ def test_label_classes(label, expected):
 )
 def test_garbage_never_raises_and_gives_nothing(line):
     assert parse_line(line) == []
+
+
+# -- Replicate's bare form: "flux_train_replicate: 31%" ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "label", "percent"),
+    [
+        ("flux_train_replicate: 31%", "flux_train_replicate", 31.0),
+        ("flux_train_replicate:  31%\n", "flux_train_replicate", 31.0),
+        ("flux_train_replicate: 100%", "flux_train_replicate", 100.0),
+        ("Caching latents: 100%", "Caching latents", 100.0),
+    ],
+)
+def test_bare_percent_gives_a_bar_without_counts(line, label, percent):
+    bar = only(line)
+    assert (bar.kind, bar.label, bar.n, bar.total, bar.percent) == ("bar", label, None, None, percent)
+    assert is_bare(bar)
+
+
+def test_bare_percent_reads_the_rate_and_loss_of_a_bracketed_part():
+    bar = only("flux_train_replicate:  31% [02:10<04:51,  2.37it/s, lr: 4.0e-04 loss: 3.215e-01]")
+    assert bar.percent == 31.0
+    assert bar.rate_per_s == pytest.approx(2.37)
+    assert bar.loss == pytest.approx(0.3215)
+
+
+def test_a_full_bar_is_never_read_as_bare():
+    assert not is_bare(only(AI_TOOLKIT_BAR))
+    assert not is_bare(only("Training: 310it [02:10,  2.37it/s, loss=0.321]"))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "flux_train_replicate: 131%",  # not a percent of anything
+        "flux_train_replicate:  31%|███",  # a cut-off full bar, not the bare form
+        "flux_train_replicate: 31% of the way there, or so they say | really",
+        ": 31%",
+        "31%",
+    ],
+)
+def test_what_is_not_the_bare_form(line):
+    assert parse_line(line) == []
+
+
+def test_steps_percent_line_stays_a_step_line():
+    assert only("Steps: 45%").kind == "steps"

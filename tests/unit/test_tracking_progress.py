@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 
 import pytest
@@ -381,3 +382,161 @@ def test_ai_toolkit_log_stays_in_starting_until_the_training_bar_appears():
     first_training = stages.index(("training", True))
     assert all(stage == "starting" for stage, _ in stages[:first_training])
     assert all(stage == "training" for stage, _ in stages[first_training:])
+
+
+# -- Replicate's flux trainer as its training's `logs` reads (providers.md §4.3) ---------------
+
+# Every tqdm refresh is its own \n-terminated line on Replicate; preprocessing bars come first.
+REPLICATE_PREAMBLE = """\
+Extracted 12 files from zip to input_images
+downloading to:  /src/llava-v1.5-13b
+downloading took:  3.41
+Caption for input_images/IMG_0001.jpg: A photo of TOK, a man with short brown hair wearing a grey sweater
+IMG_0002.jpg is already captioned
+Starting train job
+{
+    "type": "custom_sd_trainer",
+    "training_folder": "output",
+    "device": "cuda:0",
+    "trigger_word": "TOK"
+}
+Running  1 process
+
+#############################################
+# Running job: flux_train_replicate
+#############################################
+
+Loading Flux model
+Loading transformer
+Quantizing transformer
+Loading vae
+Loading t5
+Quantizing T5
+Loading clip
+making pipe
+preparing
+create LoRA network. base dim (rank): 16, alpha: 16
+neuron dropout: p=None, rank dropout: p=None, module dropout: p=None
+create LoRA for Text Encoder: 0 modules.
+create LoRA for U-Net: 494 modules.
+enable LoRA for U-Net
+Dataset: input_images
+  -  Preprocessing image dimensions
+100%|██████████| 12/12 [00:00<00:00, 1500.12it/s]
+  -  Found 12 images
+Bucket sizes for input_images:
+512x512: 12 files
+1 buckets made
+Caching latents for input_images
+ - Keeping latents in memory
+Caching latents: 100%|██████████| 12/12 [00:01<00:00,  7.10it/s]
+Caching latents: 100%|██████████| 12/12 [00:01<00:00,  7.31it/s]
+Caching latents: 100%|██████████| 12/12 [00:02<00:00,  5.02it/s]
+Generating baseline samples before training
+"""
+REPLICATE_TRAINING = """\
+flux_train_replicate:   0%|          | 0/1000 [00:00<?, ?it/s]
+flux_train_replicate:   0%|          | 0/1000 [00:03<?, ?it/s, lr: 4.0e-04 loss: 4.112e-01]
+flux_train_replicate:   0%|          | 1/1000 [00:04<1:08:15,  4.10s/it, lr: 4.0e-04 loss: 4.112e-01]
+flux_train_replicate:  31%|███       | 310/1000 [02:10<04:51,  2.37it/s, lr: 4.0e-04 loss: 3.215e-01]
+flux_train_replicate:  50%|█████     | 500/1000 [07:01<07:01,  1.19it/s, lr: 4.0e-04 loss: 2.874e-01]
+flux_train_replicate: 100%|█████████▉| 999/1000 [14:03<00:00,  1.19it/s, lr: 4.0e-04 loss: 3.377e-01]
+flux_train_replicate: 100%|██████████| 1000/1000 [14:03<00:00,  1.18it/s, lr: 4.0e-04 loss: 3.377e-01]
+"""
+REPLICATE_POSTAMBLE = """\
+
+Saved to output/flux_train_replicate/optimizer.pt
+output/flux_train_replicate/
+output/flux_train_replicate/lora.safetensors
+output/flux_train_replicate/config.yaml
+output/flux_train_replicate/captions/
+output/flux_train_replicate/captions/IMG_0001.txt
+Uploading to Hugging Face: me/my-flux-lora
+HF Repo URL: https://huggingface.co/me/my-flux-lora
+"""
+REPLICATE_BARE_TRAINING = """\
+flux_train_replicate:   0%
+flux_train_replicate:   0%
+flux_train_replicate:  12%
+flux_train_replicate:  31%
+flux_train_replicate:  50%
+"""
+
+
+@pytest.mark.parametrize("total_steps", [None, 1000])
+def test_replicate_log_fed_line_by_line(total_steps):
+    tracker = ProgressTracker(total_steps=total_steps)
+    for line in REPLICATE_PREAMBLE.splitlines(keepends=True):
+        tracker.feed(line)
+        assert tracker.stage == "starting", line  # the 12/12 and Caching latents bars are not training
+    seen = []
+    for line in REPLICATE_TRAINING.splitlines(keepends=True):
+        tracker.feed(line)
+        snap = tracker.snapshot()
+        seen.append((snap.stage, snap.percent, snap.step, snap.total_steps))
+    assert seen[0] == ("training", 0.0, 0, 1000)
+    assert seen[3] == ("training", 31.0, 310, 1000)
+    assert seen[5] == ("training", pytest.approx(99.9), 999, 1000)  # printed 100%, but a step is left
+    assert seen[6] == ("training", 100.0, 1000, 1000)
+    tracker.feed_lines(REPLICATE_POSTAMBLE.splitlines(keepends=True))
+    snap = tracker.snapshot()
+    assert (snap.stage, snap.percent, snap.step, snap.total_steps) == ("training", 100.0, 1000, 1000)
+    assert snap.loss == pytest.approx(0.3377)
+
+
+def test_replicate_log_cut_mid_training_reports_where_it_is():
+    snap = parse_log(REPLICATE_PREAMBLE + REPLICATE_TRAINING.split("flux_train_replicate:  50%")[0])
+    assert (snap.stage, snap.percent, snap.step, snap.total_steps) == ("training", 31.0, 310, 1000)
+    assert snap.loss == pytest.approx(0.3215)
+    assert snap.rate_per_s is not None and snap.eta_seconds == pytest.approx(690 / snap.rate_per_s)
+
+
+@pytest.mark.parametrize("total_steps", [None, 1000])
+def test_replicate_bare_form_is_the_training_percent(total_steps):
+    tracker = ProgressTracker(total_steps=total_steps)
+    for line in REPLICATE_PREAMBLE.splitlines(keepends=True):
+        tracker.feed(line)
+    assert tracker.stage == "starting"
+    percents = []
+    for line in REPLICATE_BARE_TRAINING.splitlines(keepends=True):
+        tracker.feed(line)
+        percents.append(tracker.snapshot().percent)
+    assert percents == [0.0, 0.0, 12.0, 31.0, 50.0]
+    snap = tracker.snapshot()
+    assert (snap.stage, snap.step, snap.total_steps) == ("training", None, total_steps)  # no step is invented
+    assert snap.eta_seconds is None
+
+
+def test_bare_form_yields_to_a_bar_with_counts():
+    snap = parse_log(["flux_train_replicate: 45%", "flux_train_replicate:  31%|███       | 310/1000 [02:10<04:51, "
+                      " 2.37it/s, lr: 4.0e-04 loss: 3.215e-01]", "flux_train_replicate: 99%",
+                      "flux_train_replicate:  40%|████      | 400/1000 [02:50<04:13,  2.37it/s]"])
+    assert (snap.percent, snap.step, snap.total_steps) == (45.0, 400, 1000)  # never goes back; counts followed
+
+
+def test_bare_preprocessing_and_unlabelled_bars_are_not_training():
+    snap = parse_log(["Caching latents: 100%", "100%|██████████| 12/12 [00:00<00:00, 1500.12it/s]",
+                      "GPU util: 87%"], total_steps=1000)
+    assert snap.stage == "starting"
+    late = parse_log(["flux_train_replicate: 20%", "GPU util: 87%", "Caching latents: 100%",
+                      "100%|██████████| 12/12 [00:00<00:00, 1500.12it/s]"])
+    assert (late.stage, late.percent) == ("training", 20.0)
+
+
+def test_logs_parse_cli_reads_the_bare_form(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from hubferry.cli import app
+
+    monkeypatch.setenv("HUBFERRY_HOME", str(tmp_path / "home"))
+    log = tmp_path / "replicate.log"
+    log.write_text(REPLICATE_PREAMBLE + REPLICATE_BARE_TRAINING, encoding="utf-8")
+    result = CliRunner().invoke(app, ["logs", "parse", str(log)])
+    assert result.exit_code == 0, result.output
+    snap = json.loads(result.stdout)
+    assert (snap["stage"], snap["percent"], snap["step"]) == ("training", 50.0, None)
+    stdin = "flux_train_replicate: 31%\n"
+    piped = CliRunner().invoke(app, ["logs", "parse", "-", "--total-steps", "1000"], input=stdin)
+    assert piped.exit_code == 0, piped.output
+    piped_snap = json.loads(piped.stdout)
+    assert (piped_snap["percent"], piped_snap["total_steps"]) == (31.0, 1000)

@@ -4,6 +4,7 @@ Trainers do not agree on a log format, so each line is matched against the forms
 ai-toolkit (Replicate's flux trainer), kohya sd-scripts, diffusers and transformers scripts::
 
     flux_train_replicate:  31%|███       | 310/1000 [02:10<04:51,  2.37it/s, lr: 4.0e-04 loss: 3.215e-01]
+    flux_train_replicate: 31%                                (the bare form: a percent, no n/total)
     steps:  45%|████▌     | 450/1000 [05:00<06:06,  1.50it/s, avr_loss=0.123]
     Training: 310it [02:10,  2.37it/s, loss=0.321]          (tqdm without a total)
     step 150/1000 · Step 150 of 1000 · Steps: 45% · epoch 2/10
@@ -40,6 +41,12 @@ _BAR_RE = re.compile(
 # tqdm without a total: "{desc}: {n}{unit} [{elapsed}, {rate}{postfix}]"
 _UNKNOWN_TOTAL_RE = re.compile(
     rf"(?:^|(?<=[\s:]))(?P<n>{_COUNT})(?P<unit>[A-Za-z_]*) \[(?P<inner>\d+:\d\d(?::\d\d)?,[^\]]*)\]?"
+)
+# The bare form of a bar, as some log views print the flux trainer's: "{desc}: {pct}%", perhaps
+# followed by tqdm's bracketed part. A "|" after the percent means a cut-off full bar instead.
+_BARE_PERCENT_RE = re.compile(
+    r"^\s*(?P<label>[^\s:|%][^:|%]{0,79}?)\s*:\s*(?P<pct>\d{1,3}(?:\.\d+)?)%"
+    r"(?:\s*\[(?P<inner>[^\]|]*)\]?)?\s*$"
 )
 _RATE_RE = re.compile(r"\s*(?P<value>\?|\d+(?:\.\d+)?)(?P<scale>[kMGTP]?)(?P<unit>[A-Za-z_]*)/s\s*")
 _INVERSE_RATE_RE = re.compile(r"\s*(?P<value>\d+(?:\.\d+)?)s/(?P<unit>[A-Za-z_]+)\s*")
@@ -88,7 +95,8 @@ class Reading:
 
     - ``bar``: a tqdm bar. ``label`` (its description), ``n``, ``total`` (``None`` when the
       bar has no total), ``percent`` (from n/total, else the printed one), ``rate_per_s``,
-      ``loss``, ``counts_bytes`` (a download or upload bar).
+      ``loss``, ``counts_bytes`` (a download or upload bar). A bare ``label: 31%`` gives a
+      bar with ``n`` and ``total`` ``None`` and the printed ``percent`` (see :func:`is_bare`).
     - ``steps``: ``step 150/1000`` (``n``, ``total``, ``percent``) or ``Steps: 45%`` (``percent``).
     - ``epochs``: ``epoch 2/10`` (``n``, ``total``).
     - ``trainer``: a transformers Trainer dict; ``loss``, ``epoch``, ``n`` (its ``step`` key).
@@ -213,9 +221,37 @@ def _parse_head(text: str) -> list[Reading]:
             n, total = _int(match.group(1)), _int(match.group(2))
             if n is not None and total:
                 readings.append(Reading("epochs", n=float(n), total=float(total), loss=None if readings else loss))
+    if not readings and "%" in text:
+        bare = _bare_reading(text)
+        if bare is not None:
+            return [bare]
     if not readings and loss is not None:
         readings.append(Reading("loss", loss=loss))
     return readings
+
+
+def is_bare(reading: Reading) -> bool:
+    """Whether ``reading`` is a bar's bare form (``flux_train_replicate: 31%``): a printed percent, no counts."""
+    return reading.kind == "bar" and reading.n is None and reading.percent is not None
+
+
+def _bare_reading(text: str) -> Reading | None:
+    match = _BARE_PERCENT_RE.match(text)
+    if match is None:
+        return None
+    percent = float(match.group("pct"))
+    if percent > 100.0:
+        return None
+    inner = match.group("inner")
+    rate, unit = _rate(inner)
+    return Reading(
+        "bar",
+        label=match.group("label").strip(),
+        percent=percent,
+        rate_per_s=rate,
+        loss=extract_loss(inner) if inner else None,
+        counts_bytes=unit.endswith("B") or unit.lower() == "bytes",
+    )
 
 
 def _bar_reading(

@@ -11,6 +11,10 @@ and switches only to a better one, ranked by, in order:
 3. it has a total; then the kind of source (tqdm bar, step line, Trainer dict, epoch line);
 4. the larger total.
 
+A bar's bare form (``flux_train_replicate: 31%``, a printed percent without ``n/total``) is
+followed only when its label looks like training, and only while no bar with a total is: its
+percent is tqdm's rounded one (``999/1000`` prints ``100%``), so counts win whenever they exist.
+
 Stages go ``starting`` → ``training`` (later ones are set with :meth:`ProgressTracker.advance`).
 The tracker enters ``training`` on the first sign of it: a training-labelled bar, a step,
 epoch or Trainer line, a ``Running training`` banner, an unlabelled bar whose total is the
@@ -33,7 +37,7 @@ from typing import IO, Any
 
 from hubferry.domain.progress import STAGES, overall_percent, stage_index
 from hubferry.tracking.eta import DEFAULT_SMOOTHING, RateEstimator, eta_seconds, time_based_percent
-from hubferry.tracking.parsers import Reading, classify_label, parse_line
+from hubferry.tracking.parsers import Reading, classify_label, is_bare, parse_line
 
 _STARTING, _TRAINING = stage_index("starting"), stage_index("training")
 _KIND_PRIORITY = {"bar": 3, "steps": 2, "trainer": 1, "epochs": 0}
@@ -209,7 +213,7 @@ class ProgressTracker:
             self._loss = reading.loss
             return
         if kind == "bar" and not self._is_training_bar(reading):
-            if self._stage == _STARTING and reading.percent is not None:
+            if self._stage == _STARTING and reading.percent is not None and not self._is_unknown_bare(reading):
                 self._raise_floor(reading.percent)
             return
         self._confirm()
@@ -238,9 +242,17 @@ class ProgressTracker:
         label_class = classify_label(reading.label, counts_bytes=reading.counts_bytes)
         if label_class == "other":
             return False
+        if is_bare(reading):
+            # "label: 45%" is too common a shape ("GPU util: 45%") to trust without a training label.
+            return label_class == "training"
         if label_class == "training" or self._confirmed or reading.loss is not None:
             return True
         return reading.total is not None and reading.total == self.expected_steps
+
+    @staticmethod
+    def _is_unknown_bare(reading: Reading) -> bool:
+        """A bare percent whose label says nothing: not progress of anything we know."""
+        return is_bare(reading) and classify_label(reading.label) == "unknown"
 
     def _score(self, reading: Reading) -> tuple[bool, int, bool, int, float]:
         expected = self.expected_steps
