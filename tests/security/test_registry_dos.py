@@ -56,8 +56,8 @@ def test_part_count_above_the_cap_is_refused(tmp_path, alice_token: str) -> None
         token = hub.create_token("alice")
         _client().post(f"{hub.endpoint}/api/repos/create", json={"name": "parts"},
                        headers={"authorization": f"Bearer {token}"})  # fmt: skip
-        ok, too_many = _batch(hub, token, "alice/parts", [{"oid": OID, "size": 10 * 1024},
-                                                          {"oid": OID, "size": 10 * 1024 + 1}]).json()["objects"]  # fmt: skip
+        objects = [{"oid": OID, "size": 10 * 1024}, {"oid": OID, "size": 10 * 1024 + 1}]
+        ok, too_many = _batch(hub, token, "alice/parts", objects).json()["objects"]
     assert len([k for k in ok["actions"]["upload"]["header"] if k.isdigit()]) == 10
     assert "actions" not in too_many and "at most 10" in too_many["error"]["message"]
 

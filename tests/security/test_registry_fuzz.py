@@ -54,6 +54,9 @@ SEED_BODIES: dict[str, Any] = {
         {"key": "deletedFolder", "value": {"path": "sub/"}},
     ],
 }
+#: Bodies that crashed parsers before.
+RAW_BODIES = ['{"size": 1e400}', '{"size": NaN}', "[1, 2]", "null", '"x"', "{", "",
+              '{"files": [{"path": "a", "size": 1e400}]}', '{"key": "file", "value": []}']  # fmt: skip
 FORM_ROUTES = ("/login", "/logout", "/settings/tokens", "/paths-info/")
 QUERY_KEYS = ["recursive", "expand", "cursor", "p", "limit", "create_pr", "blobs", "author", "search", "sort",
               "direction", "include_prs", "filter", "size", "sig", "exp", "ns", "parts", "chunk"]  # fmt: skip
@@ -111,8 +114,7 @@ def bodies(draw: st.DrawFn, path: str) -> tuple[str, bytes]:
         opener = draw(st.sampled_from(['[', '{"a":']))
         return content_type, (opener * depth + "1" + ("]" if opener == "[" else "}") * depth).encode()
     if kind == "raw":
-        raw = draw(st.sampled_from(['{"size": 1e400}', '{"size": NaN}', "[1, 2]", "null", '"x"', "{", "",
-                                    '{"files": [{"path": "a", "size": 1e400}]}', '{"key": "file", "value": []}']))  # fmt: skip
+        raw = draw(st.sampled_from(RAW_BODIES))
         return content_type, raw.encode()
     if kind == "bytes":
         return content_type, draw(st.binary(max_size=512))

@@ -83,8 +83,8 @@ def test_malformed_body_is_a_4xx_with_a_message(
     body: bytes,
 ) -> None:  # fmt: skip
     url = completion_url if route == "{complete}" else registry.endpoint + route.format(repo=repo_id)
-    response = httpx2.post(url, content=body, timeout=20,
-                           headers={"authorization": f"Bearer {alice_token}", "content-type": content_type})  # fmt: skip
+    headers = {"authorization": f"Bearer {alice_token}", "content-type": content_type}
+    response = httpx2.post(url, content=body, timeout=20, headers=headers)
     assert 400 <= response.status_code < 500, response.text
     assert response.json()["error"]
     assert response.headers["x-error-code"]
@@ -193,6 +193,6 @@ def test_random_bytes_to_every_write_route_are_4xx(registry: RunningRegistry, al
     for route in ("/api/repos/create", f"/api/models/{repo_id}/preupload/main", f"/api/models/{repo_id}/commit/main",
                   f"/{repo_id}.git/info/lfs/objects/batch", f"/api/models/{repo_id}/paths-info/main"):  # fmt: skip
         for content_type in (JSON, NDJSON, "application/x-www-form-urlencoded"):
-            response = httpx2.post(registry.endpoint + route, content=noise, timeout=20,
-                                   headers={"authorization": f"Bearer {alice_token}", "content-type": content_type})  # fmt: skip
+            headers = {"authorization": f"Bearer {alice_token}", "content-type": content_type}
+            response = httpx2.post(registry.endpoint + route, content=noise, timeout=20, headers=headers)
             assert 400 <= response.status_code < 500, (route, content_type, response.text)

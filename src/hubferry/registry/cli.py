@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,7 +127,7 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M") if ts else "-"
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     for row in (header, *rows):
         typer.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -200,27 +200,27 @@ def repos(
         _known_user(engine, user)
         store = RepoStore(engine, BlobStore(settings.data_dir / "blobs"), settings.lfs_extensions)
         found = store.list_repos(ANONYMOUS, author=user, everything=True)
-    items = [
-        {
-            "id": repo.repo_id,
-            "type": repo.type,
-            "private": repo.private,
-            "owner": repo.owner,
-            "head": head,
-            "created": _when(repo.created_at),
-            "updated": _when(date),
-        }
-        for repo, head, date in found
-    ]
     if as_json:
+        items = [
+            {
+                "id": repo.repo_id,
+                "type": repo.type,
+                "private": repo.private,
+                "owner": repo.owner,
+                "head": head,
+                "created": _when(repo.created_at),
+                "updated": _when(date),
+            }
+            for repo, head, date in found
+        ]
         typer.echo(json.dumps(items, indent=2))
         return
-    if not items:
+    if not found:
         typer.echo("no repositories", err=True)
         return
     rows = [
-        (i["id"], i["type"], "private" if i["private"] else "public", (i["head"] or "")[:12], i["updated"])
-        for i in items
+        (repo.repo_id, repo.type, "private" if repo.private else "public", (head or "")[:12], _when(date))
+        for repo, head, date in found
     ]
     _table(("REPO", "TYPE", "VISIBILITY", "HEAD", "UPDATED"), rows)
 

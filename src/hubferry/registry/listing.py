@@ -20,9 +20,6 @@ from .context import base_url, caller, context
 
 router = APIRouter()
 
-#: Repos per page (the Hub's default page size for listings).
-PAGE_SIZE = 1000
-
 Text = Annotated[str | None, Query(max_length=256)]
 Count = Annotated[int | None, Query(ge=1, le=MAX_OFFSET)]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
@@ -32,10 +29,11 @@ def _listing(
     request: Request, repo_type: str, author: str | None, search: str | None, sort: str | None,
     direction: int, limit: int | None, cursor: int, filtered: bool,
 ) -> JSONResponse:  # fmt: skip
-    page = min(limit or PAGE_SIZE, PAGE_SIZE)
+    ctx = context(request)
+    page = min(limit or ctx.settings.repos_page_size, ctx.settings.repos_page_size)
     if filtered:
         return JSONResponse([])
-    rows = context(request).repos.list_repos(
+    rows = ctx.repos.list_repos(
         caller(request), repo_type=repo_type, author=author, search=search, sort=sort or "lastModified",
         descending=direction < 0, offset=cursor, limit=page + 1,
     )  # fmt: skip

@@ -184,10 +184,10 @@ class RepoStore:
                 return existing, False
             now = time.time()
             pk = conn.execute(
-                insert(storage.repos).values(
-                    type=repo_type, namespace=namespace, name=name, private=private, owner=owner, created_at=now
-                )
-            ).inserted_primary_key[0]
+                insert(storage.repos)
+                .values(type=repo_type, namespace=namespace, name=name, private=private, owner=owner, created_at=now)
+                .returning(storage.repos.c.id)
+            ).scalar_one()
             repo = Repo(pk, repo_type, namespace, name, private, owner, now)
             add = AddFile(".gitattributes", len(content), sha256, gitobjects.blob_oid(content), lfs=False)
             oid = self._write_commit(conn, repo, None, {}, [add], owner, "initial commit", "")

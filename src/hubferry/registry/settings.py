@@ -36,7 +36,8 @@ class RegistrySettings(BaseSettings):
     ``HUBFERRY_HUB_DATA_DIR=/srv/hub``, ``HUBFERRY_HUB_FAULT_KINDS=500,cut``).
     """
 
-    model_config = SettingsConfigDict(env_prefix="HUBFERRY_HUB_", extra="forbid")
+    # An empty variable means "unset": HUBFERRY_HUB_DATA_DIR= must not mean the current directory.
+    model_config = SettingsConfigDict(env_prefix="HUBFERRY_HUB_", extra="forbid", env_ignore_empty=True)
 
     #: Where the SQLite database, the blobs and the signing key live (default ``$HUBFERRY_HOME/hub``).
     data_dir: Path = Field(default_factory=_default_data_dir)
@@ -64,6 +65,8 @@ class RegistrySettings(BaseSettings):
     tree_expand_page_size: int = Field(50, ge=1)
     #: Commits per ``list_repo_commits`` page.
     commits_page_size: int = Field(50, ge=1)
+    #: Repos per ``list_models`` / ``list_datasets`` page.
+    repos_page_size: int = Field(1000, ge=1)
     #: Largest LFS object accepted (the Hub's per-file limit is 50 GB).
     max_object_size: int = Field(50 * GB, ge=1)
     #: Most parts of one multipart upload (S3 allows 10,000).
