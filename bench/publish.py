@@ -160,12 +160,56 @@ class Registry:
     data_dir: Path
 
 
+@dataclass(frozen=True)
+class Cpus:
+    """Which CPUs the registry and the measured client may run on (None: anywhere).
+
+    The registry stands in for a remote Hub, which never competes with the client for CPU. On a
+    small machine sharing cores, the server's CPU and the client's CPU would trade off against each
+    other, and what is measured would be the sum of both, not the time a user waits on a real Hub.
+    """
+
+    server: frozenset[int] | None = None
+    client: frozenset[int] | None = None
+
+    @classmethod
+    def split(cls) -> Cpus:
+        """The first half of this process's CPUs for the server, the rest for the client."""
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        if len(cpus) < 2:
+            return cls()
+        half = len(cpus) // 2
+        return cls(frozenset(cpus[:half]), frozenset(cpus[half:]))
+
+    def describe(self) -> str:
+        if self.server is None or self.client is None:
+            return "not pinned"
+        return f"registry on CPU {sorted(self.server)}, client on CPU {sorted(self.client)}"
+
+
 @contextlib.contextmanager
-def registry(data_dir: Path, log_path: Path, **settings: int) -> Iterator[Registry]:
-    """A ``hubferry hub serve`` process on an empty ``data_dir``, with a write token; removed afterwards."""
+def _affinity(cpus: frozenset[int] | None) -> Iterator[None]:
+    """Run the block with this process pinned to ``cpus``: processes it starts inherit them."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+@contextlib.contextmanager
+def registry(data_dir: Path, log_path: Path, cpus: Cpus = Cpus(), **settings: int) -> Iterator[Registry]:
+    """A ``hubferry hub serve`` process on an empty ``data_dir`` (on ``cpus.server``), with a write
+    token; removed afterwards."""
     data_dir.mkdir(parents=True)
     try:
-        with testing.registry_process(data_dir, log_path=log_path, **settings) as hub:
+        with contextlib.ExitStack() as stack:
+            with _affinity(cpus.server):  # the server process and every thread it starts inherit the CPUs
+                hub = stack.enter_context(testing.registry_process(data_dir, log_path=log_path, **settings))
             yield Registry(hub.endpoint, hub.create_token(USER), psutil.Process(hub.pid), data_dir)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -224,9 +268,11 @@ class Run:
     detail: str = ""
 
 
-def run_child(command: list[str], env: dict[str, str], log_path: Path) -> tuple[float, float, float, int, str]:
-    """Run ``command``; returns (wall s, peak RSS MB, CPU s, exit code, stdout) for that child alone."""
-    with open(log_path, "ab") as log, tempfile.TemporaryFile() as out:
+def run_child(
+    command: list[str], env: dict[str, str], log_path: Path, cpus: frozenset[int] | None = None,
+) -> tuple[float, float, float, int, str]:
+    """Run ``command`` (on ``cpus``); returns (wall s, peak RSS MB, CPU s, exit code, stdout) for that child alone."""
+    with open(log_path, "ab") as log, tempfile.TemporaryFile() as out, _affinity(cpus):
         started = time.perf_counter()
         child = subprocess.Popen(command, stdout=out, stderr=log, env=env, cwd=REPO_ROOT)
         peak = PeakRss(child.pid)
@@ -318,7 +364,8 @@ def _child_env(endpoint: str, token: str) -> dict[str, str]:
 
 
 def measure(
-    method: str, repeat: int, folder: Path, total: int, work: Path, floor_target: str, registry_dir: Path
+    method: str, repeat: int, folder: Path, total: int, work: Path, floor_target: str, registry_dir: Path,
+    cpus: Cpus = Cpus(),
 ) -> Run:
     """One run of ``method`` against a fresh registry (or the sink), in a fresh child process."""
     log_path = work / f"{method}-{repeat}.log"
@@ -326,12 +373,14 @@ def measure(
     if method == "floor" and floor_target == "sink":
         with sink() as url:
             command = [sys.executable, "-c", FLOOR_CHILD, str(folder), url]
-            wall, rss, cpu, code, out = run_child(command, _child_env("http://unused", "unused"), log_path)
+            wall, rss, cpu, code, out = run_child(
+                command, _child_env("http://unused", "unused"), log_path, cpus.client,
+            )
         return Run(method, repeat, wall, rss, cpu, 0.0, 0, code == 0, _detail(code, out, log_path))
 
     # Let the single floor PUT stay a basic transfer whatever the data set's size.
     extra = {"multipart_threshold": total + 1} if method == "floor" else {}
-    with registry(registry_dir / f"registry-{method}-{repeat}", log_path, **extra) as hub:
+    with registry(registry_dir / f"registry-{method}-{repeat}", log_path, cpus, **extra) as hub:
         env = _child_env(hub.endpoint, hub.token)
         if method == "hubferry":
             command = [sys.executable, "-m", "hubferry", "push", str(folder), "--repo", repo_id, "--json"]
@@ -343,7 +392,7 @@ def measure(
             HfApi(endpoint=hub.endpoint, token=hub.token).create_repo(repo_id, private=True)
             command = [sys.executable, "-c", FLOOR_CHILD, str(folder), "registry", repo_id]
         server_cpu = _cpu(hub.process)
-        wall, rss, cpu, code, out = run_child(command, env, log_path)
+        wall, rss, cpu, code, out = run_child(command, env, log_path, cpus.client)
         server_cpu = _cpu(hub.process) - server_cpu
         stored = _stored_bytes(hub.data_dir)
     ok = code == 0 and stored >= total
@@ -479,6 +528,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="where the registries keep their data (default: the scratch space); "
         "a tmpfs such as /dev/shm takes the disk's noise out of the comparison",
     )
+    parser.add_argument(
+        "--no-pin", dest="pin", action="store_false",
+        help="let the registry and the client share every CPU (default: the registry, standing in for a remote "
+        "Hub, gets the first half of the CPUs and the client the rest)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the data set and logs afterwards")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of the table")
     args = parser.parse_args(argv)
@@ -516,7 +570,9 @@ def main(argv: list[str] | None = None) -> int:
         if problem := _lacking_space(size, work, registry_dir):
             print(f"error: {problem}", file=sys.stderr)
             return 2
-        say(f"each run publishes {size / GiB:.2f} GiB of fresh random data in {args.files} files under {work}")
+        cpus = Cpus.split() if args.pin else Cpus()
+        say(f"each run publishes {size / GiB:.2f} GiB of fresh random data in {args.files} files under {work}; "
+            f"{cpus.describe()}")
         total = 0
         for repeat in range(1, args.repeat + 1):
             # Alternate the order, so whatever drifts during a run (page cache, disk writeback) is shared.
@@ -526,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
                 folder = work / f"model-{repeat}-{method}"
                 total = make_dataset(folder, size, args.files)
                 os.sync()  # start each run without dirty pages (ours or the previous run's) still being written
-                run = measure(method, repeat, folder, total, work, args.floor_target, registry_dir)
+                run = measure(method, repeat, folder, total, work, args.floor_target, registry_dir, cpus)
                 shutil.rmtree(folder, ignore_errors=True)
                 runs.append(run)
                 say(f"  run {repeat} {method:<18} {run.wall_s:7.2f} s  peak RSS {run.peak_rss_mb:6.1f} MB  "
@@ -537,7 +593,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps({
                 "size_bytes": total, "files": args.files, "repeat": args.repeat, "floor_target": args.floor_target,
-                "registry_dir": str(registry_dir), "targets": {"ratio": TARGET_RATIO, "peak_rss_mb": TARGET_RSS_MB},
+                "registry_dir": str(registry_dir), "cpus": cpus.describe(),
+                "targets": {"ratio": TARGET_RATIO, "peak_rss_mb": TARGET_RSS_MB},
                 "methods": {m: asdict(s) for m, s in summaries.items()}, **result,
                 "runs": [asdict(r) for r in runs], "ok": not failed,
             }))  # fmt: skip

@@ -302,8 +302,3 @@ def use_xet(settings: Settings, endpoint: str) -> bool:
     else:
         wanted = settings.xet == "on"
     return wanted and xet_installed()
-
-
-def make_api(settings: Settings, *, endpoint: str, token: str, verbose: bool = False) -> HfApi:
-    """An :class:`HfApi` from a default :class:`HubClients` (for callers not yet given one)."""
-    return HubClients(settings).api(endpoint, token, verbose=verbose)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hubferry.errors import PermanentError
 from hubferry.hub import secret_scan
+from hubferry.hub.progress import format_size
 from hubferry.hub.selection import ALWAYS_IGNORED, Selected, open_source, select
 
 __all__ = [
@@ -108,7 +109,7 @@ def hash_file(
             read += n
         after = os.fstat(fh.fileno())
     if read != size or after.st_size != size:
-        raise _changed(item, f"{size} -> {read} bytes")
+        raise _changed(item, f"{format_size(size)} when selected, {format_size(max(read, after.st_size))} now")
     if after.st_mtime_ns != item.identity[3]:
         raise _changed(item, "modified during the push")
     file = LocalFile(

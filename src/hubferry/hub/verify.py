@@ -8,6 +8,7 @@ from huggingface_hub.hf_api import RepoFile
 from hubferry.errors import VerificationError
 from hubferry.hub import retry
 from hubferry.hub.manifest import LocalFile
+from hubferry.hub.progress import format_size
 
 #: The Hub refuses more than 1000 paths per paths-info call; huggingface_hub itself sends 500.
 PATHS_PER_CALL = 500
@@ -37,7 +38,10 @@ def compare(files: list[LocalFile], remote: dict[str, RepoFile]) -> list[str]:
         if entry is None:
             problems.append(f"{f.path_in_repo}: missing on the Hub")
         elif entry.size != f.size:
-            problems.append(f"{f.path_in_repo}: size {entry.size} on the Hub, {f.size} locally")
+            problems.append(
+                f"{f.path_in_repo}: {format_size(entry.size)} ({entry.size} bytes) on the Hub, "
+                f"{format_size(f.size)} ({f.size} bytes) locally"
+            )
         elif entry.lfs is not None:
             if entry.lfs.sha256 != f.sha256:
                 problems.append(f"{f.path_in_repo}: sha256 {entry.lfs.sha256} on the Hub, {f.sha256} locally")
