@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     replicate_base_url: str = "https://api.replicate.com"
     replicate_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("HUBFERRY_REPLICATE_TOKEN", "REPLICATE_API_TOKEN"))
+    #: The Replicate trainer ``owner/name:version`` FLUX LoRA jobs use (a pinned version, overridable).
+    replicate_trainer: str = (
+        "ostris/flux-dev-lora-trainer:e440909d3512c31646ee2e0c7d6f6f4923224863a6a10c494606e79fb5844497"
+    )
     #: How often an active remote training is polled (also the staleness after which a status read refreshes).
     poll_interval_s: float = Field(default=5.0, gt=0)
 

@@ -9,8 +9,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from hubferry.api.webhooks import webhook_router
 from hubferry.errors import HubferryError, ValidationError
-from hubferry.services import control
+from hubferry.services import control, remote
 from hubferry.services.context import Context
 from hubferry.services.views import job_dict
 
@@ -34,6 +35,7 @@ def create_app(ctx: Context, *, run_consumer: bool = True) -> FastAPI:
 
     app = FastAPI(title="hubferry", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     _offline_docs(app)
+    app.include_router(webhook_router(ctx))
 
     @app.exception_handler(HubferryError)
     async def _error(_request: Request, exc: HubferryError) -> JSONResponse:
@@ -50,7 +52,7 @@ def create_app(ctx: Context, *, run_consumer: bool = True) -> FastAPI:
 
     @app.get("/api/jobs/{job_id}")
     def get_job(job_id: str) -> dict[str, Any]:
-        return job_dict(ctx.jobs.require(job_id), ctx.jobs.events(job_id))
+        return job_dict(remote.refresh(ctx, job_id), ctx.jobs.events(job_id))
 
     @app.post("/api/jobs/{job_id}/cancel")
     def cancel_job(job_id: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from hubferry.cli.console import err, json_errors, print_json, say
 from hubferry.cli.render import job_table, summary, timeline, watch_job
 from hubferry.domain.jobs import JobState
 from hubferry.errors import ValidationError
-from hubferry.services import control
+from hubferry.services import control, remote
 from hubferry.services.context import open_context
 from hubferry.services.views import job_dict, job_fields
 from hubferry.worker.dispatch import dispatcher_for
@@ -51,7 +51,7 @@ def jobs_show(
     """Show a job: state, target, progress, error and timeline."""
     json_errors(json_output)
     ctx = open_context()
-    job = ctx.jobs.require(job_id)
+    job = remote.refresh(ctx, job_id)  # a remote training is read from its provider when stale
     events = ctx.jobs.events(job_id)
     if json_output:
         print_json(job_dict(job, events))

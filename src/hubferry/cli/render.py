@@ -16,6 +16,7 @@ from rich.text import Text
 
 from hubferry.cli.console import err, out, plain, say
 from hubferry.domain.jobs import FINAL_STATES, RESTING_STATES, Job, JobEvent, JobState
+from hubferry.services import remote
 from hubferry.services.context import Context
 from hubferry.tracking.logfile import tail as log_tail
 
@@ -50,7 +51,7 @@ def watch_job(ctx: Context, job_id: str, *, show: bool = True, until: threading.
     tail = Text()
     with Live(Group(bar, tail), console=err, refresh_per_second=4, transient=False) if show else nullcontext():
         while True:
-            job = ctx.jobs.require(job_id)
+            job = remote.refresh(ctx, job_id)  # a remote training is read from its provider when stale
             p = job.progress
             step = f" step {p.step}/{p.total_steps}" if p.step is not None and p.total_steps else ""
             loss = f" loss {p.loss:.4g}" if p.loss is not None else ""

@@ -162,6 +162,9 @@ class Job:
     log_path: str | None = None
     #: The trainer's record of the run (see ``trainers.base.Handle``) while it may be running.
     trainer_handle: Mapping[str, Any] | None = None
+    #: When a remote run was last read from its provider, and how much of its log was consumed.
+    observed_at: datetime | None = None
+    log_cursor: str | None = None
     attempts: int = 1
 
 

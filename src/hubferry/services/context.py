@@ -28,6 +28,10 @@ class Dispatcher(Protocol):
 
     def publish(self, job_id: str, delay_s: float = 0.0) -> None: ...
 
+    def observe(self, job_id: str) -> None:
+        """Read a remote training now (a webhook said it changed)."""
+        ...
+
 
 @dataclass
 class Context:
@@ -60,6 +64,8 @@ def open_context(
     from hubferry.hub.publisher import HubPublisher
     from hubferry.secrets.hub_credentials import HubCredentials
     from hubferry.secrets.vault import Vault
+    from hubferry.services.credentials import replicate_token
+    from hubferry.services.datasets import stage_dataset
     from hubferry.store import JobStore, PublishStore, make_engine, upgrade
     from hubferry.trainers import for_kind
 
@@ -67,11 +73,20 @@ def open_context(
     settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = make_engine(settings.resolved_database_url())
     upgrade(engine)
+    credentials = HubCredentials(Vault.from_settings(settings))
+    trainers: dict[str, Trainer] = {}
+
+    def trainer_for(kind: str) -> Trainer:
+        if kind not in trainers:
+            trainers[kind] = for_kind(
+                kind, settings, replicate_token=lambda owner, job_id: replicate_token(credentials, owner, job_id),
+                stage=lambda job, token: stage_dataset(settings, job, token),
+            )
+        return trainers[kind]
+
     return Context(
-        settings=settings, jobs=JobStore(engine), publishes=PublishStore(engine),
-        credentials=HubCredentials(Vault.from_settings(settings)),
-        publisher=publisher or HubPublisher(settings, HubClients(settings)),
-        trainer_for=lambda kind: for_kind(kind, settings),
+        settings=settings, jobs=JobStore(engine), publishes=PublishStore(engine), credentials=credentials,
+        publisher=publisher or HubPublisher(settings, HubClients(settings)), trainer_for=trainer_for,
         worker_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}", dispatcher=dispatcher,
     )
 
@@ -94,20 +109,25 @@ class InlineDispatcher:
     def publish(self, job_id: str, delay_s: float = 0.0) -> None:
         self._run("publish", job_id, delay_s)
 
+    def observe(self, job_id: str) -> None:
+        self._run("observe", job_id, 0.0)
+
     def _run(self, step: str, job_id: str, delay_s: float) -> None:
         pending: deque[tuple[str, str, float]] = self._local.__dict__.setdefault("pending", deque())
         pending.append((step, job_id, delay_s))
         if self._local.__dict__.get("running"):
             return
         from hubferry.services.publishing import run_publish
+        from hubferry.services.remote import observe_now
         from hubferry.services.training import run_training
 
+        steps = {"train": run_training, "publish": run_publish, "observe": observe_now}
         self._local.running = True
         try:
             while pending:
                 step, job_id, delay_s = pending.popleft()
                 if delay_s:
                     self.sleep(delay_s)
-                (run_training if step == "train" else run_publish)(self.ctx, job_id)
+                steps[step](self.ctx, job_id)
         finally:
             self._local.running = False

@@ -69,3 +69,31 @@ def forget_job(credentials: HubCredentials, job_id: str) -> None:
     vault = credentials.vault
     for name in vault.names(job_owner(job_id)):
         vault.delete(job_owner(job_id), name)
+
+
+#: The vault name of a user's stored Replicate token, and of a job's own one (owner ``job:<id>``).
+REPLICATE_TOKEN = "replicate_token"
+
+
+def resolve_replicate_for_command(
+    settings: Settings, credentials: HubCredentials, owner: str, *, token: str | None,
+) -> tuple[str | None, str]:
+    """The Replicate token a command means: ``--replicate-token`` > REPLICATE_API_TOKEN > the stored one."""
+    shell = settings.replicate_token.get_secret_value() if settings.replicate_token else None
+    for source, value in ((FLAG, token), (SHELL, shell)):
+        if value:
+            register_secret(value)
+            return value, source
+    stored = credentials.vault.get(owner, REPLICATE_TOKEN)
+    return stored, STORED if stored else NONE
+
+
+def bind_replicate_to_job(credentials: HubCredentials, job_id: str, token: str | None, source: str) -> None:
+    """Keep a Replicate token given to a command as the job's own (a stored one is read when needed)."""
+    if token and source in (FLAG, SHELL):
+        credentials.vault.set(job_owner(job_id), REPLICATE_TOKEN, token)
+
+
+def replicate_token(credentials: HubCredentials, owner: str, job_id: str) -> str | None:
+    """The Replicate token of a job, read now: its own, else its owner's stored one."""
+    return credentials.vault.get(job_owner(job_id), REPLICATE_TOKEN) or credentials.vault.get(owner, REPLICATE_TOKEN)

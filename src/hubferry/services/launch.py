@@ -8,9 +8,10 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hubferry.domain.environment import split_environment
-from hubferry.domain.jobs import EventKind, Job, new_job
+from hubferry.domain.jobs import EventKind, Job, new_job, new_job_id
 from hubferry.domain.naming import auto_repo_id, slugify, validate_repo_id
 from hubferry.errors import ValidationError
 from hubferry.logs import get_logger, redact
@@ -65,17 +66,19 @@ def _repo_taken(ctx: Context, target: HubTarget | None):
     return taken
 
 
-def _target_repo(ctx: Context, request: LocalRequest, owner: str, name: str, target: HubTarget, source: str) -> str:
-    """The repo to publish to, checked against the Hub before any compute is spent (pre-flight)."""
-    if request.repo_id:
-        validate_repo_id(request.repo_id)
-    if target.token is None or not request.preflight:
-        if request.repo_id:
-            return request.repo_id
+def target_repo(
+    ctx: Context, repo_id: str | None, owner: str, name: str, target: HubTarget, source: str, *, preflight: bool,
+) -> str:
+    """The repo to publish to (``repo_id`` or auto-named), checked against the Hub before any compute is
+    spent (pre-flight) unless ``preflight`` is off or there is no token."""
+    if repo_id:
+        validate_repo_id(repo_id)
+    if target.token is None or not preflight:
+        if repo_id:
+            return repo_id
         stored = ctx.credentials.get(owner, target.endpoint)
         username = stored.username if stored and stored.username else slugify(owner)
         return auto_repo_id(username, name, _repo_taken(ctx, None))
-    repo_id = request.repo_id
     if repo_id is None:
         identity = ctx.publisher.identify(target)
         repo_id = auto_repo_id(identity.name, name, _repo_taken(ctx, target))
@@ -109,29 +112,38 @@ def submit(ctx: Context, trainer: str, request: LocalRequest, *, owner: str | No
     target, source = credentials.resolve_for_command(
         ctx.settings, ctx.credentials, owner, endpoint=request.endpoint, token=request.token,
     )
-    repo_id = _target_repo(ctx, request, owner, name, target, source)
+    repo_id = target_repo(ctx, request.repo_id, owner, name, target, source, preflight=request.preflight)
     shown = [redact(arg) for arg in request.command]
-    params = {
-        "command": shown, "cwd": str(Path(request.cwd or Path.cwd()).resolve()), "env": env,
-        "passed_env": sorted(passed), "output_dir": str(output), "hub_endpoint": target.endpoint,
-        "total_steps": request.total_steps,
-    }
-    job = new_job(
-        owner=owner, name=name, trainer=trainer, params=params, dataset=str(output), repo_id=repo_id,
-        now=ctx.jobs.clock(), private=request.private, repo_auto_named=not request.repo_id,
-    )
-    job = ctx.jobs.create(job)
-    recorded = credentials.bind_to_job(ctx.credentials, job.id, target, source)
-    ctx.jobs.retarget(job.id, repo_id=repo_id, repo_auto_named=job.repo_auto_named,
-                      params={**params, "credential": recorded})
+    job_id = new_job_id()
     if passed:
-        ctx.credentials.vault.set(job_owner(job.id), PASSED_ENV, json.dumps(passed))
+        ctx.credentials.vault.set(job_owner(job_id), PASSED_ENV, json.dumps(passed))
     if shown != request.command:  # the command holds a token: kept encrypted, recorded redacted
-        ctx.credentials.vault.set(job_owner(job.id), SECRET_COMMAND, json.dumps(request.command))
+        ctx.credentials.vault.set(job_owner(job_id), SECRET_COMMAND, json.dumps(request.command))
+    params = {"command": shown, "cwd": str(Path(request.cwd or Path.cwd()).resolve()), "env": env,
+              "passed_env": sorted(passed), "total_steps": request.total_steps}
+    return record_job(
+        ctx, job_id=job_id, trainer=trainer, owner=owner, name=name, params=params, repo_id=repo_id,
+        repo_auto_named=not request.repo_id, private=request.private, target=target, source=source, output=output,
+        summary=f"submitted: {shlex.join(shown)}", preflight=request.preflight,
+    )
+
+
+def record_job(
+    ctx: Context, *, job_id: str, trainer: str, owner: str, name: str, params: dict[str, Any], repo_id: str,
+    repo_auto_named: bool, private: bool, target: HubTarget, source: str, output: Path, summary: str,
+    preflight: bool,
+) -> Job:
+    """Store a checked job (state ``queued``) with its Hub target and credential, and say what was submitted."""
+    params = {**params, "output_dir": str(output), "hub_endpoint": target.endpoint,
+              "credential": credentials.bind_to_job(ctx.credentials, job_id, target, source)}
+    job = ctx.jobs.create(new_job(
+        owner=owner, name=name, trainer=trainer, params=params, dataset=str(output), repo_id=repo_id,
+        now=ctx.jobs.clock(), private=private, repo_auto_named=repo_auto_named, job_id=job_id,
+    ))
     ctx.jobs.set_runtime(job.id, output_dir=str(output))
-    ctx.jobs.append_event(job.id, EventKind.NOTICE, message=f"submitted: {shlex.join(shown)}",
+    ctx.jobs.append_event(job.id, EventKind.NOTICE, message=summary,
                           context={"repo_id": repo_id, "endpoint": target.endpoint, "output_dir": str(output),
-                                   "token": source, "preflight": request.preflight and target.token is not None})
+                                   "token": source, "preflight": preflight and target.token is not None})
     if target.token is None:
         ctx.jobs.append_event(
             job.id, EventKind.NOTICE,

@@ -52,8 +52,10 @@ def run_training(ctx: Context, job_id: str) -> None:
     if ctx.jobs.transition(job_id, JobState.PREPARING, JobState.TRAINING) is None:
         trainer.cancel(handle, ctx.settings.cancel_grace_s)  # cancelled meanwhile
         return
-    started = time.monotonic()
     ctx.jobs.append_event(job_id, EventKind.STAGE_STARTED, stage="training", context=dict(handle))
+    if trainer.capabilities.pushes_events:
+        return  # a remote run: webhooks, polls and status reads follow it (services/remote.py)
+    started = time.monotonic()
     seen = _follow(ctx, job_id, trainer, handle, job.params.get("total_steps"))
     duration = round(time.monotonic() - started, 2)
     if seen.status is RunStatus.CANCELLED or ctx.jobs.require(job_id).state is JobState.CANCELLED:
@@ -61,14 +63,8 @@ def run_training(ctx: Context, job_id: str) -> None:
                               context={"duration_s": duration})
         return
     if seen.status is not RunStatus.SUCCEEDED:
-        reason = f"{seen.message}. Last lines of the log:\n"
-        tail = failure_tail(log_path)[-max(0, MAX_ERROR_CHARS - len(reason)):]  # keep the reason, cut the log
-        error = ErrorInfo(
-            "training_error", (reason + tail)[:MAX_ERROR_CHARS],
-            hint=f"read the full log with `hubferry logs show {job_id}`, fix the problem, then "
-            f"`hubferry retry {job_id}`", retryable=True,
-        )
-        _fail(ctx, job_id, JobState.TRAINING, error, "training", exit_code=seen.exit_code, duration_s=duration)
+        _fail(ctx, job_id, JobState.TRAINING, training_failure(job_id, seen.message, log_path), "training",
+              exit_code=seen.exit_code, duration_s=duration)
         return
     try:
         outputs = trainer.fetch_outputs(handle, output_dir)
@@ -96,9 +92,16 @@ def _with_secrets(ctx: Context, job: Job) -> tuple[Job, dict[str, str]]:
     return job, json.loads(passed) if passed else {}
 
 
-def failure_tail(log_path: Path) -> str:
-    """The end of a failed run's log as it may be stored and shown: escapes removed, secrets redacted."""
-    return printable(tail(log_path, TAIL_LINES))
+def training_failure(job_id: str, reason: str, log_path: Path) -> ErrorInfo:
+    """A failed training's error: the reason (always kept) and the end of its log, escapes removed,
+    secrets redacted, at most :data:`MAX_ERROR_CHARS` long."""
+    reason = printable(reason) + ". Last lines of the log:\n"
+    log_tail = printable(tail(log_path, TAIL_LINES))[-max(0, MAX_ERROR_CHARS - len(reason)):]
+    return ErrorInfo(
+        "training_error", (reason + log_tail)[:MAX_ERROR_CHARS],
+        hint=f"read the full log with `hubferry logs show {job_id}`, fix the problem, then `hubferry retry {job_id}`",
+        retryable=True,
+    )
 
 
 def _follow(ctx: Context, job_id: str, trainer: Trainer, handle: Handle, total_steps: int | None) -> Observation:

@@ -8,7 +8,7 @@ webhook, a poll and the reconciler race to move a job, exactly one of them wins.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -19,7 +19,7 @@ from hubferry.domain import jobs as domain
 from hubferry.domain.jobs import ErrorInfo, EventKind, Job, JobEvent, JobState, StageProgress
 from hubferry.errors import ValidationError
 from hubferry.store.database import utcnow, write_transaction
-from hubferry.store.tables import job_events, jobs, publishes
+from hubferry.store.tables import job_events, jobs, publishes, webhook_deliveries
 
 Clock = Callable[[], datetime]
 
@@ -156,6 +156,46 @@ class JobStore:
         with write_transaction(self.engine) as conn:
             result = conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.state.in_(active)).values(**values))
         return result.rowcount == 1
+
+    def claim_observation(self, job_id: str, *, stale_after: timedelta) -> bool:
+        """Take the right to read a remote run from its provider now: True for one caller per interval.
+
+        A compare-and-set on ``observed_at``, so pollers, webhooks and status reads on any number of
+        processes make at most one provider call per job per ``stale_after``.
+        """
+        now = self.clock()
+        fresh = sa.or_(jobs.c.observed_at.is_(None), jobs.c.observed_at <= now - stale_after)
+        with write_transaction(self.engine) as conn:
+            result = conn.execute(sa.update(jobs).where(jobs.c.id == job_id, fresh).values(observed_at=now))
+        return result.rowcount == 1
+
+    def set_log_cursor(self, job_id: str, cursor: str) -> None:
+        """Remember how much of a remote run's log has been consumed."""
+        with write_transaction(self.engine) as conn:
+            conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(log_cursor=cursor))
+
+    def remote_due(self, kinds: Iterable[str], *, stale_after: timedelta, limit: int = 1000) -> list[Job]:
+        """Training jobs of the remote ``kinds`` not observed for ``stale_after``, oldest observation first."""
+        now = self.clock()
+        query = (
+            sa.select(jobs)
+            .where(jobs.c.trainer.in_(list(kinds)), jobs.c.state == JobState.TRAINING.value,
+                   sa.or_(jobs.c.observed_at.is_(None), jobs.c.observed_at <= now - stale_after))
+            .order_by(jobs.c.observed_at.asc().nulls_first())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [_job_from_row(row) for row in conn.execute(query).mappings()]
+
+    def record_delivery(self, provider: str, delivery_id: str, job_id: str) -> bool:
+        """Remember a webhook delivery; False when that delivery id was seen before (a repeat)."""
+        try:
+            with write_transaction(self.engine) as conn:
+                conn.execute(sa.insert(webhook_deliveries).values(
+                    provider=provider, delivery_id=delivery_id[:200], job_id=job_id, received_at=self.clock()))
+        except sa.exc.IntegrityError:
+            return False
+        return True
 
     def set_runtime(
         self,
@@ -365,6 +405,8 @@ def _job_to_row(job: Job) -> dict[str, Any]:
         "output_dir": job.output_dir,
         "log_path": job.log_path,
         "trainer_handle": dict(job.trainer_handle) if job.trainer_handle else None,
+        "observed_at": job.observed_at,
+        "log_cursor": job.log_cursor,
         "attempts": job.attempts,
     }
 
@@ -399,6 +441,8 @@ def _job_from_row(row: RowMapping) -> Job:
         output_dir=row["output_dir"],
         log_path=row["log_path"],
         trainer_handle=row["trainer_handle"],
+        observed_at=row["observed_at"],
+        log_cursor=row["log_cursor"],
         attempts=row["attempts"],
     )
 

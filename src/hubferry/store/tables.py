@@ -72,6 +72,8 @@ jobs = sa.Table(
     sa.Column("output_dir", sa.Text),
     sa.Column("log_path", sa.Text),
     sa.Column("trainer_handle", JSONType),
+    sa.Column("observed_at", UTCDateTime),
+    sa.Column("log_cursor", sa.Text),
     sa.Column("attempts", sa.Integer, nullable=False),
     # The seq of the job's newest event; incrementing it serialises appends per job.
     sa.Column("last_event_seq", sa.Integer, nullable=False),
@@ -108,4 +110,14 @@ publishes = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("last_claimed_at", UTCDateTime),
     sa.Index("ix_publishes_state_lease", "state", "lease_until"),
+)
+
+#: Provider webhook deliveries already handled (a repeated ``webhook-id`` is ignored).
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("provider", sa.String(32), primary_key=True),
+    sa.Column("delivery_id", sa.String(200), primary_key=True),
+    sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hubferry.logs import redact
@@ -42,3 +43,11 @@ def tail(path: Path, lines: int = 20) -> str:
         return ""
     rows = [r.rstrip("\r").split("\r")[-1] for r in text.split("\n") if r.strip()]
     return redact("\n".join(rows[-lines:]))
+
+
+def append(path: Path, lines: list[str]) -> None:
+    """Append ``lines`` to a log, creating it 0600 in a 0700 folder (logs may hold what a trainer printed)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as fh:
+        fh.write("".join(line + "\n" for line in lines))

@@ -36,6 +36,7 @@ class TaskQueue:
         self.huey = make_huey(settings)
         self._train = self.huey.task(name="hubferry.train")(_train)
         self._publish = self.huey.task(name="hubferry.publish")(_publish)
+        self._observe = self.huey.task(name="hubferry.observe")(_observe)
 
     def train(self, job_id: str) -> None:
         self._train(job_id)
@@ -45,6 +46,9 @@ class TaskQueue:
             self._publish.schedule((job_id,), delay=delay_s)
         else:
             self._publish(job_id)
+
+    def observe(self, job_id: str) -> None:
+        self._observe(job_id)
 
     def pending(self) -> int:
         return self.huey.pending_count()
@@ -97,3 +101,9 @@ def _publish(job_id: str) -> None:
     from hubferry.services.publishing import run_publish
 
     run_publish(worker_context(), job_id)
+
+
+def _observe(job_id: str) -> None:
+    from hubferry.services.remote import observe_now
+
+    observe_now(worker_context(), job_id)

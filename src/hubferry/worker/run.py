@@ -1,4 +1,4 @@
-"""Run a worker: the Huey consumer plus a reconcile loop and a liveness file."""
+"""Run a worker: the Huey consumer plus housekeeping (reconcile, poll remote trainings) and a liveness file."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from hubferry.logs import get_logger
 from hubferry.services.context import Context
 from hubferry.services.reconcile import reconcile
+from hubferry.services.remote import poll_due
 
 log = get_logger(__name__)
 #: A worker touches its liveness file this often; older files mean the worker is gone.
@@ -31,8 +34,16 @@ def local_worker_alive(ctx: Context) -> bool:
     return any(now - p.stat().st_mtime < LIVENESS_STALE_S for p in folder.glob("*.alive"))
 
 
+@dataclass
+class _Chore:
+    run: Callable[[Context], object]
+    every_s: float
+    due: float = 0.0
+
+
 class Housekeeper:
-    """Background thread: reconcile every ``reconcile_interval_s``, touch the liveness file."""
+    """Background thread: reconcile every ``reconcile_interval_s``, poll remote trainings every
+    ``poll_interval_s``, touch the liveness file."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -52,13 +63,15 @@ class Housekeeper:
         self.liveness.unlink(missing_ok=True)
 
     def _run(self) -> None:
-        next_reconcile = 0.0
+        settings = self.ctx.settings
+        chores = [_Chore(reconcile, settings.reconcile_interval_s), _Chore(poll_due, settings.poll_interval_s)]
         while not self._stop.is_set():
             self.liveness.touch()
-            if time.monotonic() >= next_reconcile:
-                try:
-                    reconcile(self.ctx)
-                except Exception as exc:  # noqa: BLE001 - the loop must survive a bad round; it is logged
-                    log.error("reconcile failed", error=str(exc))
-                next_reconcile = time.monotonic() + self.ctx.settings.reconcile_interval_s
-            self._stop.wait(min(LIVENESS_INTERVAL_S, self.ctx.settings.reconcile_interval_s))
+            for chore in chores:
+                if time.monotonic() >= chore.due:
+                    try:
+                        chore.run(self.ctx)
+                    except Exception as exc:  # noqa: BLE001 - the loop must survive a bad round; it is logged
+                        log.error("housekeeping failed", chore=chore.run.__name__, error=str(exc))
+                    chore.due = time.monotonic() + chore.every_s
+            self._stop.wait(min(LIVENESS_INTERVAL_S, settings.reconcile_interval_s, settings.poll_interval_s))

@@ -1,0 +1,140 @@
+"""Follow remote trainings (Replicate; RunPod later): one observation at a time, from polls, webhooks
+and status reads alike, with at most one provider call per job per poll interval.
+
+A remote training holds no thread while it runs. Whoever observes it (the poll task, a webhook's
+task, ``jobs show``) reads it once through its Trainer, stores progress and the new log lines, and
+on success downloads the outputs and starts the publish: the compare-and-set in
+:func:`~hubferry.services.publishing.training_succeeded` keeps that to one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from hubferry.domain.jobs import ErrorInfo, EventKind, Job, JobState
+from hubferry.errors import HubferryError, TransientError
+from hubferry.logs import get_logger
+from hubferry.services import progress as job_progress
+from hubferry.services.context import Context
+from hubferry.services.publishing import training_succeeded
+from hubferry.services.training import training_failure
+from hubferry.tracking import ProgressTracker
+from hubferry.tracking.logfile import append
+from hubferry.trainers import Observation, RunStatus
+
+log = get_logger(__name__)
+#: Trainers whose runs are followed here rather than by the process that started them.
+REMOTE_KINDS = ("replicate",)
+#: Most jobs read in one poll cycle (the rest wait for the next).
+POLL_BATCH = 1000
+
+_trackers: dict[str, ProgressTracker] = {}
+_trackers_lock = threading.Lock()
+
+
+def _tracker(job: Job) -> ProgressTracker:
+    total = job.params.get("total_steps")
+    with _trackers_lock:
+        return _trackers.setdefault(job.id, ProgressTracker(total_steps=int(total) if total else None))
+
+
+def stale_after(ctx: Context) -> timedelta:
+    return timedelta(seconds=ctx.settings.poll_interval_s)
+
+
+def refresh(ctx: Context, job_id: str, *, force: bool = False) -> Job:
+    """Observe a remote training job once, if nobody did within the poll interval (or ``force``: a
+    webhook said something happened), and act on what it says. Any other job is returned as it is."""
+    job = ctx.jobs.require(job_id)
+    if job.trainer not in REMOTE_KINDS or job.state is not JobState.TRAINING or not job.trainer_handle:
+        return job
+    if not ctx.jobs.claim_observation(job_id, stale_after=timedelta(0) if force else stale_after(ctx)):
+        return job
+    trainer = ctx.trainer_for(job.trainer)
+    seen = trainer.poll(job.trainer_handle, job.log_cursor or "")
+    _record(ctx, job, seen)
+    if seen.status is RunStatus.RUNNING:
+        return ctx.jobs.require(job_id)
+    with _trackers_lock:
+        _trackers.pop(job_id, None)
+    if seen.status is RunStatus.SUCCEEDED:
+        _succeeded(ctx, job)
+    elif seen.status is RunStatus.CANCELLED:
+        if ctx.jobs.transition(job_id, JobState.TRAINING, JobState.CANCELLED, message=seen.message) is not None:
+            ctx.jobs.append_event(job_id, EventKind.NOTICE, stage="training", message=seen.message)
+    else:
+        _fail(ctx, job, training_failure(job_id, seen.message, Path(job.log_path or "")))
+    return ctx.jobs.require(job_id)
+
+
+def observe_now(ctx: Context, job_id: str) -> None:
+    """The task a webhook dispatches: read the training now, whatever the poll interval."""
+    refresh(ctx, job_id, force=True)
+
+
+def _record(ctx: Context, job: Job, seen: Observation) -> None:
+    """Append the new log lines to the job's log file and store progress and the cursor."""
+    if seen.lines:
+        append(Path(job.log_path or ctx.settings.home / "logs" / f"{job.id}.log"), seen.lines)
+        tracker = _tracker(job)
+        now = time.monotonic()
+        for line in seen.lines:
+            tracker.feed(line, at=now)
+        ctx.jobs.update_progress(job.id, job_progress.from_snapshot(tracker.snapshot(now)))
+    ctx.jobs.set_log_cursor(job.id, seen.cursor)
+
+
+def _succeeded(ctx: Context, job: Job) -> None:
+    """Download the outputs (at once: providers delete them), then start the publish exactly once."""
+    assert job.trainer_handle is not None and job.output_dir is not None
+    output = Path(job.output_dir)
+    started = time.monotonic()
+    if not (output.is_dir() and any(output.iterdir())):
+        scratch = output.parent / f".{output.name}.{uuid.uuid4().hex[:8]}"
+        try:
+            fetched = ctx.trainer_for(job.trainer).fetch_outputs(job.trainer_handle, scratch)
+            if not output.exists():
+                fetched.rename(output)  # one observer wins; the others' copies are dropped
+        except HubferryError as exc:
+            if isinstance(exc, TransientError):
+                ctx.jobs.append_event(job.id, EventKind.NOTICE, stage="training",
+                                      message=f"downloading the outputs failed; will retry: {exc.message}"[:500])
+                ctx.jobs.claim_observation(job.id, stale_after=timedelta(0))  # the next poll retries
+                return
+            _fail(ctx, job, ErrorInfo.from_exception(exc))
+            return
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+            for leftover in output.parent.glob(f".{output.name}.*"):
+                if leftover.is_file():
+                    leftover.unlink(missing_ok=True)
+    ctx.jobs.append_event(job.id, EventKind.STAGE_FINISHED, stage="training",
+                          context={"output_dir": str(output), "download_s": round(time.monotonic() - started, 2)})
+    training_succeeded(ctx, job.id)
+
+
+def _fail(ctx: Context, job: Job, error: ErrorInfo) -> None:
+    if ctx.jobs.transition(job.id, JobState.TRAINING, JobState.FAILED, error=error) is not None:
+        ctx.jobs.append_event(job.id, EventKind.STAGE_FAILED, stage="training", message=error.message[:500])
+
+
+def poll_due(ctx: Context) -> int:
+    """One poll cycle: observe every remote training not observed within the interval; returns how many.
+
+    A rate limit (429) ends the cycle early: the remaining jobs wait for the next one.
+    """
+    polled = 0
+    for job in ctx.jobs.remote_due(REMOTE_KINDS, stale_after=stale_after(ctx), limit=POLL_BATCH):
+        try:
+            refresh(ctx, job.id)
+        except HubferryError as exc:
+            log.warning("poll failed", job_id=job.id, error=exc.message)
+            if exc.category == "rate_limit":
+                break
+        polled += 1
+    return polled
