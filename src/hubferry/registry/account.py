@@ -94,14 +94,20 @@ def tokens(request: Request) -> Response:
     return _tokens_page(state)
 
 
-@router.post("/settings/tokens", response_class=HTMLResponse)
-def new_token(request: Request, form: Form) -> Response:
+def _token_form(request: Request, form: dict[str, str]) -> tuple[PageState, Response | None]:
+    """The state of a POST to the tokens page, and the answer if it must stop here (signed out, forged)."""
     state = page_state(request)
     if not state.principal.user:
-        return _see_other("/login")
+        return state, _see_other("/login")
     refused = forgery(request, state, form)
-    if refused:
-        return _tokens_page(state, 403, error=refused)
+    return state, (_tokens_page(state, 403, error=refused) if refused else None)
+
+
+@router.post("/settings/tokens", response_class=HTMLResponse)
+def new_token(request: Request, form: Form) -> Response:
+    state, stop = _token_form(request, form)
+    if stop:
+        return stop
     name, role = form.get("name", "").strip(), form.get("role", "read")
     if not (0 < len(name) <= MAX_TOKEN_NAME and _TOKEN_NAME.match(name)):
         return _tokens_page(state, 400, error=f"Give the token a name of 1 to {MAX_TOKEN_NAME} printable characters.")
@@ -110,18 +116,16 @@ def new_token(request: Request, form: Form) -> Response:
     if role == "write" and state.principal.role != "write":
         # A session opened with a read-only token must not mint a token with more rights than its own.
         return _tokens_page(state, 403, error="You signed in with a read-only token: sign in with a write token first.")
-    token = create_token(state.ctx.engine, state.principal.user, read_only=role == "read", display_name=name)
+    user = state.principal.user or ""  # signed in: checked by _token_form
+    token = create_token(state.ctx.engine, user, read_only=role == "read", display_name=name)
     return _tokens_page(state, created={"name": name, "role": role, "token": token})
 
 
 @router.post("/settings/tokens/{token_id}/revoke", response_class=HTMLResponse)
 def revoke(request: Request, token_id: int, form: Form) -> Response:
-    state = page_state(request)
-    if not state.principal.user:
-        return _see_other("/login")
-    refused = forgery(request, state, form)
-    if refused:
-        return _tokens_page(state, 403, error=refused)
+    state, stop = _token_form(request, form)
+    if stop:
+        return stop
     own = {info.id for info in list_tokens(state.ctx.engine, state.principal.user)}
     if token_id not in own:
         return _tokens_page(state, 404, error="No such token among yours.")

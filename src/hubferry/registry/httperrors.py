@@ -35,6 +35,10 @@ _DEFAULT_CODES = {
 }
 
 
+#: What a client learns of an unexpected error (the details go to the server log only).
+INTERNAL_ERROR = "Internal error in the registry; the server log has the details"
+
+
 class HubHTTPError(Exception):
     """An error the registry answers with.
 
@@ -120,7 +124,7 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:
         # Starlette still re-raises after this answer, so the traceback reaches the server log.
-        return error_response(500, "Internal error in the registry; the server log has the details")
+        return error_response(500, INTERNAL_ERROR)
 
 
 def describe_errors(errors: Sequence[Any], limit: int = 3) -> str:

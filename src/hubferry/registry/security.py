@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+
+from .httperrors import INTERNAL_ERROR, error_response
 
 log = structlog.get_logger("hubferry.registry")
 
@@ -49,7 +51,7 @@ class HardenedResponses:
             return
         started = False
 
-        async def hardened_send(message: dict[str, Any]) -> None:
+        async def hardened_send(message: MutableMapping[str, Any]) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
@@ -62,7 +64,7 @@ class HardenedResponses:
             if started:  # too late for an answer; the server closes the connection
                 raise
             log.exception("unhandled error in the registry", method=scope.get("method"), path=scope.get("path"))
-            await _send_500(hardened_send)
+            await error_response(500, INTERNAL_ERROR)(scope, receive, hardened_send)
 
 
 def harden(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -73,19 +75,6 @@ def harden(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     if b"content-security-policy" not in names:
         out.append((b"content-security-policy", CONTENT_POLICY.encode()))
     return out
-
-
-async def _send_500(send: Any) -> None:
-    message = "Internal error in the registry; the server log has the details"
-    body = json.dumps({"error": message}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-error-code", b"InternalError"),
-        (b"x-error-message", message.encode()),
-    ]
-    await send({"type": "http.response.start", "status": 500, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 _WITH_QUERY = re.compile(r"^([^?\s]*)\?(\S*)$")

@@ -37,6 +37,9 @@ from .settings import RegistrySettings
 
 router = APIRouter()
 
+#: Deepest nesting of README metadata (real model cards nest 3 or 4 levels).
+MAX_YAML_DEPTH = 32
+
 
 def upload_mode(path: str, size: int, sample: bytes, settings: RegistrySettings) -> str:
     """``"lfs"`` or ``"regular"``, by the Hub's rules: LFS extension, size over the threshold, or binary."""
@@ -120,14 +123,31 @@ def _validate_yaml(raw: bytes) -> JSONResponse:
     except StopIteration:
         return _yaml_errors("The YAML front matter is not closed by a '---' line")
     try:
-        metadata = yaml.safe_load("\n".join(lines[1:end]))
+        metadata = yaml.load("\n".join(lines[1:end]), Loader=_ShallowSafeLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         return _yaml_errors(f"Invalid YAML in the metadata: {exc}")
-    except RecursionError:  # PyYAML composes nested collections recursively
-        return _yaml_errors("The YAML metadata nests too deeply")
     if metadata is not None and not isinstance(metadata, dict):
         return _yaml_errors("The metadata must be a YAML mapping")
     return JSONResponse({"errors": [], "warnings": []})
+
+
+class _ShallowSafeLoader(yaml.SafeLoader):
+    """A SafeLoader refusing collections nested deeper than :data:`MAX_YAML_DEPTH`.
+
+    PyYAML composes nested collections recursively; without a bound, deep nesting costs a thread
+    most of a second to reach Python's recursion limit.
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.YAMLError(f"the metadata nests deeper than {MAX_YAML_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _yaml_errors(message: str, status: int = 400) -> JSONResponse:
