@@ -99,3 +99,15 @@ def test_hash_ahead_hashes_in_order_on_one_thread_and_reports_secrets(tmp_path):
         with pytest.raises(manifest.SecretsFound) as info:
             ahead.finished()
     assert [f.location for f in info.value.findings] == ["b.bin (byte 1000)"]
+
+
+def test_hashing_ahead_stops_when_the_push_ends_first(tmp_path):
+    (tmp_path / "big.bin").write_bytes(b"\0" * (3 * 1024 * 1024))
+    item = manifest.select_paths(tmp_path)[0]
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(manifest.HashingStopped):
+        manifest.hash_file(item, git_sha1_limit=0, stop=stop)
+    ahead = manifest.HashAhead([item] * 50, git_sha1_limit=0, scan=None)
+    ahead.close()  # a failed pre-flight: nothing left running, the rest never hashed
+    assert sum(h.future.cancelled() for h in ahead.pending) >= 40

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,8 +20,8 @@ from hubferry.hub.progress import format_size
 from hubferry.hub.selection import ALWAYS_IGNORED, Selected, open_source, select
 
 __all__ = [
-    "ALWAYS_IGNORED", "HashAhead", "Hashing", "LocalFile", "SecretsFound", "Selected", "build", "from_bytes",
-    "git_blob_sha1", "hash_all", "hash_file", "select_paths", "total_size",
+    "ALWAYS_IGNORED", "HashAhead", "Hashing", "HashingStopped", "LocalFile", "SecretsFound", "Selected", "build",
+    "from_bytes", "git_blob_sha1", "hash_all", "hash_file", "select_paths", "total_size",
 ]  # fmt: skip
 
 #: Read size when hashing; one reused buffer per file keeps allocation out of the loop.
@@ -76,13 +77,14 @@ def _changed(item: Selected, detail: str) -> PermanentError:
 
 
 def hash_file(
-    item: Selected, *, git_sha1_limit: int, scan: Sequence[str] | None = None,
+    item: Selected, *, git_sha1_limit: int, scan: Sequence[str] | None = None, stop: threading.Event | None = None,
 ) -> tuple[LocalFile, list[secret_scan.Finding]]:
     """Hash ``item`` in one streaming read: sha256 always, git sha1 when it may be a regular file.
 
     Args:
         scan: when not None, the same read feeds the secret scanner, which also looks for these
             literal values (the push token) anywhere in the file.
+        stop: when set, the read stops (:class:`HashingStopped`): the push failed meanwhile.
 
     Returns:
         The file and the scanner's findings (empty when not scanned).
@@ -98,6 +100,8 @@ def hash_file(
     fd = open_source(item)
     with os.fdopen(fd, "rb", buffering=0) as fh:
         while n := fh.readinto(buffer):
+            if stop is not None and stop.is_set():
+                raise HashingStopped(item.path_in_repo)
             chunk = view[:n]
             sha256.update(chunk)
             if sha1 is not None:
@@ -137,6 +141,10 @@ def total_size(files: Iterable[LocalFile]) -> int:
     return sum(f.size for f in files)
 
 
+class HashingStopped(Exception):
+    """Hashing ahead was stopped because the push ended first."""
+
+
 class SecretsFound(Exception):
     """The scan of a file found secrets: the push must stop before anything is committed."""
 
@@ -174,10 +182,11 @@ class HashAhead:
     def __init__(self, items: Sequence[Selected], *, git_sha1_limit: int, scan: Sequence[str] | None) -> None:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="hubferry-hash")
         self._limit, self._scan = git_sha1_limit, scan
+        self._stop = threading.Event()
         self.pending = [Hashing(item, self._pool.submit(self._hash, item)) for item in items]
 
     def _hash(self, item: Selected) -> LocalFile:
-        file, findings = hash_file(item, git_sha1_limit=self._limit, scan=self._scan)
+        file, findings = hash_file(item, git_sha1_limit=self._limit, scan=self._scan, stop=self._stop)
         if findings:
             raise SecretsFound(findings)
         return file
@@ -187,6 +196,8 @@ class HashAhead:
         return [hashing.result() for hashing in self.pending]
 
     def close(self) -> None:
+        """Stop hashing (the file being read stops at its next chunk) and wait for the thread."""
+        self._stop.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> HashAhead:

@@ -137,53 +137,50 @@ def publish(
         forbidden_roots=[settings.home] if forbidden_roots is None else forbidden_roots,
     )
     preflight.check_sizes({item.path_in_repo: item.size for item in items}, settings.max_file_size)
-
-    api = clients.api(endpoint, token, verbose=verbose)
-    preflight.require_write(preflight.identify(api, policy), namespace, endpoint)
-    existing = preflight.existing_repo(api, repo_id, repo_type, policy)
-
-    # Small files are hashed and scanned before anything is sent; large ones while uploading.
     limit = settings.regular_file_limit
-    small = [i for i in items if i.size <= limit]
-    large = [i for i in items if i.size > limit]
     scan = None if allow_secrets else [token]
     bytes_total = sum(i.size for i in items)
-    progress(PushProgress("hashing", 0, bytes_total, 0, len(items), "hashing files"))
-    ready, findings = manifest.hash_all(small, git_sha1_limit=limit, scan=scan)
-    if "README.md" not in {i.path_in_repo for i in items}:
-        info = cards.complete_from_folder(card or cards.CardInfo(), folder)
-        generated = manifest.from_bytes("README.md", cards.render(info, repo_id).encode())
-        ready.append(generated)
-        bytes_total += generated.size
-        if scan is not None:
-            findings += secret_scan.scan_bytes("README.md", generated.content or b"", scan)
-    secret_scan.refuse(findings)
 
-    def call(fn, what):
-        return retry.call(fn, what=what, endpoint=endpoint, policy=policy, repo_id=repo_id)
+    # Large files are hashed (and scanned) from now on, one after the other, while the Hub is asked
+    # who we are and while earlier files upload; small ones are hashed and scanned before anything is sent.
+    with manifest.HashAhead([i for i in items if i.size > limit], git_sha1_limit=limit, scan=scan) as ahead:
+        api = clients.api(endpoint, token, verbose=verbose)
+        preflight.require_write(preflight.identify(api, policy), namespace, endpoint)
+        existing = preflight.existing_repo(api, repo_id, repo_type, policy)
+        progress(PushProgress("hashing", 0, bytes_total, 0, len(items), "hashing files"))
+        ready, findings = manifest.hash_all([i for i in items if i.size <= limit], git_sha1_limit=limit, scan=scan)
+        if "README.md" not in {i.path_in_repo for i in items}:
+            info = cards.complete_from_folder(card or cards.CardInfo(), folder)
+            generated = manifest.from_bytes("README.md", cards.render(info, repo_id).encode())
+            ready.append(generated)
+            bytes_total += generated.size
+            if scan is not None:
+                findings += secret_scan.scan_bytes("README.md", generated.content or b"", scan)
+        secret_scan.refuse(findings)
 
-    repo_url = f"{endpoint}/{'' if repo_type == 'model' else repo_type + 's/'}{repo_id}"
-    notices: list[str] = []
-    if existing is None:
-        repo_url = str(call(
-            lambda: api.create_repo(
-                repo_id, private=True if private is None else private, repo_type=repo_type, exist_ok=True,
-            ),
-            "create repo",
-        ))
-    elif private is not None and bool(existing.private) != private:
-        notices.append(_visibility(api, call, repo_id, repo_type, private, update_visibility))
-        progress(PushProgress("preflight", 0, bytes_total, 0, len(items), notices[-1]))
-    if revision != "main":
-        call(lambda: api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True),
-             "create branch")
+        def call(fn, what):
+            return retry.call(fn, what=what, endpoint=endpoint, policy=policy, repo_id=repo_id)
 
-    files_total = len(ready) + len(large)
-    with manifest.HashAhead(large, git_sha1_limit=limit, scan=scan) as ahead:
+        repo_url = f"{endpoint}/{'' if repo_type == 'model' else repo_type + 's/'}{repo_id}"
+        notices: list[str] = []
+        if existing is None:
+            repo_url = str(call(
+                lambda: api.create_repo(
+                    repo_id, private=True if private is None else private, repo_type=repo_type, exist_ok=True,
+                ),
+                "create repo",
+            ))
+        elif private is not None and bool(existing.private) != private:
+            notices.append(_visibility(api, call, repo_id, repo_type, private, update_visibility))
+            progress(PushProgress("preflight", 0, bytes_total, 0, len(items), notices[-1]))
+        if revision != "main":
+            call(lambda: api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True),
+                 "create branch")
+
         uploader = Uploader(
             api, repo_id=repo_id, repo_type=repo_type, revision=revision, settings=settings, policy=policy,
-            progress=progress, bytes_total=bytes_total, files_total=files_total, xet=clients.use_xet(endpoint),
-            before_commit=ahead.finished,
+            progress=progress, bytes_total=bytes_total, files_total=len(ready) + len(ahead.pending),
+            xet=clients.use_xet(endpoint), before_commit=ahead.finished,
         )
         entries = sorted([*(Ready(f) for f in ready), *ahead.pending], key=lambda e: e.path_in_repo)
         try:
