@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from hubferry.api.staging import staging_router
 from hubferry.api.webhooks import webhook_router
 from hubferry.errors import HubferryError, ValidationError
 from hubferry.services import control, remote
@@ -36,6 +37,7 @@ def create_app(ctx: Context, *, run_consumer: bool = True) -> FastAPI:
     app = FastAPI(title="hubferry", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     _offline_docs(app)
     app.include_router(webhook_router(ctx))
+    app.include_router(staging_router(ctx.settings))
 
     @app.exception_handler(HubferryError)
     async def _error(_request: Request, exc: HubferryError) -> JSONResponse:

@@ -47,13 +47,14 @@ def main(
 
 
 def _register() -> None:
-    from hubferry.cli import jobs, logs_cmd, push, secrets, service, train
+    from hubferry.cli import adopt, jobs, logs_cmd, push, secrets, service, train
     from hubferry.registry.cli import hub_app
 
     app.add_typer(hub_app, name="hub", help="The built-in Hugging Face Hub-compatible registry.")
     app.add_typer(jobs.jobs_app, name="jobs")
     app.add_typer(logs_cmd.logs_app, name="logs")
     app.add_typer(secrets.secrets_app, name="secrets")
+    app.add_typer(adopt.adopt_app, name="adopt")
     app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(train.train)
     for command in (jobs.watch, jobs.cancel, jobs.retry, service.worker, service.serve, push.push):
         app.command()(command)

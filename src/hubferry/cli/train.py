@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from hubferry.cli.console import err, json_errors, print_json, say
+from hubferry.cli.job_files import merge_job_file, parse_params
 from hubferry.cli.jobs import finished_ok
-from hubferry.cli.render import summary, watch_job
+from hubferry.cli.render import ended, summary, watch_job
 from hubferry.config import load_settings
 from hubferry.domain.jobs import EventKind, Job, JobState
-from hubferry.services import control, launch
+from hubferry.errors import ValidationError
+from hubferry.services import control, launch, replicate_jobs
 from hubferry.services.context import Context, open_context
 from hubferry.services.views import job_dict
 from hubferry.worker.dispatch import dispatcher_for
@@ -22,7 +24,7 @@ from hubferry.worker.dispatch import dispatcher_for
 
 def train(
     typer_ctx: typer.Context,
-    trainer: Annotated[str, typer.Option(help="Training backend.")] = "local",
+    trainer: Annotated[str | None, typer.Option(help="Training backend: local (default) or replicate.")] = None,
     local: Annotated[bool, typer.Option("--local", help="Same as --trainer local.")] = False,
     name: Annotated[str | None, typer.Option(help="Job and config name (names the repo).")] = None,
     repo: Annotated[str | None, typer.Option(help="Target repo OWNER/NAME (default: {hf_username}/{name}).")] = None,
@@ -30,7 +32,8 @@ def train(
     endpoint: Annotated[str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT or huggingface.co).")] = None,
     token: Annotated[str | None, typer.Option(help="Hub token for this job (default: HF_TOKEN, then your stored "
                                               "token for the endpoint, read when the publish runs).")] = None,
-    private: Annotated[bool, typer.Option("--private/--public", help="Visibility of a new repo.")] = True,
+    private: Annotated[bool | None, typer.Option("--private/--public", help="Visibility of a new repo "
+                                                 "(default private).")] = None,
     total_steps: Annotated[int | None, typer.Option(min=1, help="Training steps, to pick the right progress bar.")]
     = None,
     pass_env: Annotated[list[str] | None, typer.Option(
@@ -38,23 +41,52 @@ def train(
         "secrets are withheld by default.")] = None,
     skip_preflight: Annotated[bool, typer.Option("--skip-preflight", help="Do not check the Hub token, "
                                                  "rights and repo before training (offline work).")] = False,
+    images: Annotated[str | None, typer.Option(help="Replicate: training images (folder, zip, or a file of "
+                                               "URLs).")] = None,
+    trigger_word: Annotated[str | None, typer.Option(help="Replicate: the word that triggers the LoRA.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Replicate: training steps.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Replicate: learning rate.")] = None,
+    lora_rank: Annotated[int | None, typer.Option(help="Replicate: LoRA rank.")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="Replicate: any trainer input KEY=VALUE (repeatable).")]
+    = None,
+    replicate_token: Annotated[str | None, typer.Option(help="Replicate API token (default: REPLICATE_API_TOKEN, "
+                                                        "then your stored replicate_token).")] = None,
+    replicate_trainer: Annotated[str | None, typer.Option(help="Replicate trainer OWNER/NAME:VERSION (default: "
+                                                          "the pinned FLUX LoRA trainer).")] = None,
+    destination: Annotated[str | None, typer.Option(help="Replicate model receiving the training (created "
+                                                    "private if missing).")] = None,
+    job_file: Annotated[Path | None, typer.Option("-f", "--file", help="A job file (TOML) with these options; "
+                                                  "flags given here win.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Block until the job ends; exit 0 only if published.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
-    """Train with any command (after --) and publish the result automatically when it succeeds.
+    """Train and publish the result automatically when it succeeds: any command (after --) locally, or a
+    FLUX LoRA on Replicate (--trainer replicate --images DIR --trigger-word TOK).
 
     With a worker running (`hubferry worker` or `hubferry serve`), the job is queued and this returns at
     once unless --wait. With none, it runs here, and Ctrl-C cancels it.
     """
     json_errors(json_output)
-    command = list(typer_ctx.args)
+    given = {k: v for k, v in locals().items() if k not in ("typer_ctx", "job_file", "wait", "json_output")}
+    options = merge_job_file(job_file, given, defaults=_DEFAULTS)
+    kind = "local" if options["local"] else options["trainer"]
     ctx = open_context(load_settings())
-    request = launch.LocalRequest(
-        command=command, output_dir=output, name=name, repo_id=repo, private=private, endpoint=endpoint,
-        token=token, total_steps=total_steps, cwd=Path.cwd(), env=dict(os.environ), pass_env=tuple(pass_env or ()),
-        preflight=not skip_preflight,
-    )
-    job = launch.submit(ctx, "local" if local else trainer, request)
+    if kind == "replicate":
+        job = replicate_jobs.submit(ctx, replicate_jobs.ReplicateRequest(
+            images=_required(options, "images"), trigger_word=options["trigger_word"], steps=options["steps"],
+            learning_rate=options["learning_rate"], lora_rank=options["lora_rank"],
+            params=parse_params(options["param"]), name=options["name"], repo_id=options["repo"],
+            private=options["private"], endpoint=options["endpoint"], token=options["token"],
+            replicate_token=options["replicate_token"], trainer=options["replicate_trainer"],
+            destination=options["destination"], preflight=not options["skip_preflight"],
+        ))
+    else:
+        job = launch.submit(ctx, kind, launch.LocalRequest(
+            command=list(typer_ctx.args) or list(options.get("command") or []), output_dir=options["output"],
+            name=options["name"], repo_id=options["repo"], private=options["private"], endpoint=options["endpoint"],
+            token=options["token"], total_steps=options["total_steps"], cwd=Path.cwd(), env=dict(os.environ),
+            pass_env=tuple(options["pass_env"] or ()), preflight=not options["skip_preflight"],
+        ))
     say(f"job {job.id}: ", f"{job.name} -> {job.repo_id} (output {job.output_dir})")
     for event in ctx.jobs.events(job.id):
         if event.kind is EventKind.NOTICE and event.message.startswith("warning:"):
@@ -82,6 +114,7 @@ def train(
 
 
 def _run_inline(ctx: Context, job_id: str) -> Job:
+    """Run the job here; a remote training is then followed (polled, published) by this watch."""
     done = threading.Event()
 
     def run() -> None:
@@ -93,12 +126,26 @@ def _run_inline(ctx: Context, job_id: str) -> Job:
     runner = threading.Thread(target=run, daemon=True, name="hubferry-inline-job")
     runner.start()
     try:
-        watch_job(ctx, job_id, show=True, until=done)
-    except KeyboardInterrupt:  # the trainer runs in its own session: Ctrl-C must stop it too
+        job = watch_job(ctx, job_id, show=True, until=done)
+        runner.join()
+        if not ended(job):
+            watch_job(ctx, job_id, show=True)
+    except KeyboardInterrupt:  # the trainer runs in its own session (or remotely): Ctrl-C must stop it too
         err.print(f"interrupted: cancelling job {job_id}")
         control.cancel(ctx, job_id)
     runner.join()
     return ctx.jobs.require(job_id)
+
+
+#: Option defaults, so a job file fills only what the command line left unset.
+_DEFAULTS: dict[str, Any] = {"trainer": "local", "local": False, "private": True, "skip_preflight": False}
+
+
+def _required(options: dict[str, Any], key: str) -> str:
+    value = options.get(key)
+    if not value:
+        raise ValidationError(f"--{key.replace('_', '-')} is required for this trainer", field=key)
+    return str(value)
 
 
 def _exit_code(ctx: Context, job: Job) -> int:

@@ -69,7 +69,12 @@ def begin_publish(ctx: Context, job: Job, expected: JobState, message: str = "")
 
 
 def _card(job: Job) -> CardInfo:
-    return CardInfo(title=job.name, training_params={"trainer": job.trainer, "hubferry_job": job.id})
+    """The model card facts of a job: what its trainer recorded (``params.card``), plus the job itself."""
+    facts = dict(job.params.get("card") or {})
+    known = {k: v for k, v in facts.items() if k in CardInfo.__dataclass_fields__ and k != "training_params"}
+    params = {**(facts.get("training_params") or {}), "trainer": job.trainer, "hubferry_job": job.id}
+    params = {k: v for k, v in params.items() if v is not None}
+    return CardInfo(**{"title": job.name, **known, "training_params": params})
 
 
 def _commit_message(job: Job) -> str:

@@ -29,6 +29,8 @@ def job_dict(job: Job, events: list[JobEvent] | None = None) -> dict[str, Any]:
         "progress": {"stage": p.stage, "percent": p.percent, "step": p.step, "total_steps": p.total_steps,
                      "loss": p.loss, "eta_seconds": p.eta_seconds},
         "output_dir": job.output_dir, "log_path": job.log_path, "attempts": job.attempts,
+        "dataset_report": job.params.get("dataset_report"),
+        "provider_url": (job.trainer_handle or {}).get("web_url"),
         "created_at": _ts(job.created_at), "updated_at": _ts(job.updated_at),
         "started_at": _ts(job.started_at), "finished_at": _ts(job.finished_at),
     }
@@ -55,4 +57,20 @@ def job_fields(job: Job) -> list[tuple[str, str]]:
         ("progress", f"{progress} ({p.stage or 'not started'})"), ("output", job.output_dir or "-"),
         ("log", job.log_path or "-"), ("attempts", str(job.attempts)),
     ]
+    if report := job.params.get("dataset_report"):
+        fields.append(("dataset", _dataset_line(report)))
+    if url := (job.trainer_handle or {}).get("web_url"):
+        fields.append(("provider", str(url)))
     return [(k, printable(v)) for k, v in fields]
+
+
+def _dataset_line(report: dict[str, Any]) -> str:
+    images = report.get("images") or []
+    rejected = report.get("rejections") or []
+    coverage = report.get("caption_coverage")
+    parts = [f"{len(images)} images", f"{len(rejected)} rejected"]
+    if coverage is not None:
+        parts.append(f"captions {float(coverage) * 100:.0f}%")
+    if report.get("sha256"):
+        parts.append(f"sha256 {str(report['sha256'])[:16]}")
+    return ", ".join(parts)

@@ -98,7 +98,7 @@ class ReplicateApi:
         if not isinstance(found, dict):
             raise PermanentError(f"the version {model}:{version} publishes no training input schema",
                                  category="validation", hint="pick another trainer version with --trainer-version")
-        return found
+        return {**found, "_components": components}  # enums are ``allOf`` references into the components
 
     def ensure_model(self, destination: str) -> bool:
         """Create the destination model (private) when it is missing; returns True when created."""
