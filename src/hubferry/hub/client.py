@@ -176,6 +176,7 @@ class _Router(httpx2.BaseTransport):
 
 _ROUTER = _Router()
 _install_lock = threading.Lock()
+_installed = False
 
 
 class _RoutedClient(httpx2.Client):
@@ -219,9 +220,12 @@ def _protect_library_logs() -> None:
 
 def install() -> None:
     """Make huggingface_hub send through hubferry's router (idempotent; re-done if someone replaced it)."""
+    global _installed
     with _install_lock:
-        if not isinstance(get_session(), _RoutedClient):
+        # Once installed, the shared client is ours unless someone set another factory since.
+        if not _installed or not isinstance(get_session(), _RoutedClient):
             set_client_factory(_routed_client)
+            _installed = True
         _protect_library_logs()
 
 
