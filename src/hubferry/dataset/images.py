@@ -9,6 +9,7 @@ colour (4:4:4), the form every trainer reads.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -78,8 +79,12 @@ class Refused:
     reason: str
 
 
+@functools.cache
 def heif_available() -> bool:
-    """Whether HEIC/HEIF photos can be read (the optional ``pillow-heif`` package is installed)."""
+    """Whether HEIC/HEIF photos can be read (the optional ``pillow-heif`` package is installed).
+
+    Registering its opener is Pillow-wide, so it happens only here, on first need, once per process.
+    """
     try:
         import pillow_heif  # type: ignore[import-not-found]  # optional, ships no stubs we install
     except ImportError:
@@ -110,7 +115,7 @@ def dhash(image: Image.Image) -> int:
 
     Near-identical pictures (re-encoded, resized, slightly edited) differ in a few bits only.
     """
-    small = image.convert("L").resize((9, 8), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    small = image.resize((9, 8), Image.Resampling.LANCZOS, reducing_gap=2.0).convert("L")
     pixels = small.tobytes()
     bits = 0
     for row in range(8):

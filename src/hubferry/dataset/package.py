@@ -29,8 +29,9 @@ from hubferry.dataset.fetch import Fetcher
 from hubferry.dataset.report import DatasetReport, ImageRecord, NearDuplicate, PackOptions, Rejection
 from hubferry.errors import PermanentError, ValidationError
 
-#: Datasets smaller than this are normalised in this process: starting worker processes costs more.
-POOL_MIN_IMAGES = 24
+#: Datasets smaller than this are normalised in this process: starting worker processes (about half a
+#: second each, to import hubferry) costs more than it saves. A typical LoRA set (10-30 photos) runs inline.
+POOL_MIN_IMAGES = 64
 #: Perceptual hashes (64 bits) this close or closer mark two images as near-duplicates (reported, kept).
 NEAR_DUPLICATE_BITS = 5
 #: Longest file stem in the zip (longer names are cut).
