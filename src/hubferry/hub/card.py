@@ -28,6 +28,10 @@ class CardInfo:
     tags: list[str] = field(default_factory=list)
     trigger_word: str | None = None
     training_params: dict[str, Any] = field(default_factory=dict)
+    #: The licence's name when ``license`` is ``other`` (e.g. ``flux-1-dev-non-commercial-license``).
+    license_name: str | None = None
+    #: Which usage snippet the card shows: ``diffusers-flux-lora``, or none.
+    usage: str | None = None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -60,6 +64,7 @@ def complete_from_folder(info: CardInfo, folder: Path) -> CardInfo:
     return CardInfo(
         title=info.title, base_model=base if isinstance(base, str) and base else None, license=info.license,
         tags=tags, trigger_word=info.trigger_word or args.get("trigger_word"), training_params=params,
+        license_name=info.license_name, usage=info.usage,
     )
 
 
@@ -69,7 +74,7 @@ def render(info: CardInfo, repo_id: str) -> str:
 
     data = ModelCardData(
         base_model=info.base_model, license=info.license, tags=info.tags or None,
-        instance_prompt=info.trigger_word,
+        instance_prompt=info.trigger_word, license_name=info.license_name,
     )
     title = info.title or repo_id.split("/")[-1]
     lines = [f"# {title}", "", f"Published with hubferry to `{repo_id}`.", ""]
@@ -81,6 +86,16 @@ def render(info: CardInfo, repo_id: str) -> str:
         lines += ["## Training parameters", "", "| parameter | value |", "| --- | --- |"]
         lines += [f"| {k} | {v} |" for k, v in sorted(info.training_params.items())]
         lines.append("")
+    if info.usage == "diffusers-flux-lora":
+        prompt = f"a photo of {info.trigger_word}" if info.trigger_word else "a photo"
+        lines += [
+            "## Use it with diffusers", "", "```python", "import torch",
+            "from diffusers import AutoPipelineForText2Image", "",
+            f'pipeline = AutoPipelineForText2Image.from_pretrained("{info.base_model}", torch_dtype=torch.bfloat16)',
+            'pipeline.to("cuda")',
+            f'pipeline.load_lora_weights("{repo_id}", weight_name="lora.safetensors")',
+            f"image = pipeline({prompt!r}).images[0]", "```", "",
+        ]
     lines += [
         "## Download", "", "```python", "from huggingface_hub import snapshot_download",
         f'path = snapshot_download("{repo_id}")', "```", "",
