@@ -98,6 +98,15 @@ def test_delete_removes_the_object_and_tolerates_one_already_gone(settings, data
     staging.delete(settings, staged.ref)  # again: nothing to do, no error
 
 
+def test_deleting_from_a_bucket_removed_meanwhile_is_not_an_error(settings, dataset):
+    staged = staging.for_setting(settings, "runpod").stage(dataset, key="job-3/dataset.zip")
+    client = make_client(settings)
+    client.delete_object(Bucket=settings.s3_bucket, Key="hubferry/staging/job-3/dataset.zip")
+    client.delete_bucket(Bucket=settings.s3_bucket)
+
+    staging.delete(settings, staged.ref)
+
+
 def test_cleanup_deletes_expired_staged_objects_only(settings, dataset):
     long_ago = time.time() - TTL_S - 60
     old = S3Staging(settings, clock=lambda: long_ago).stage(dataset, key="old/dataset.zip")

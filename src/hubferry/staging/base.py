@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -51,7 +51,7 @@ class StagedFile:
     """Where a trainer fetches a staged file, until when, and how to delete it."""
 
     #: The URL to hand to the trainer. A bearer credential (signed or presigned): never log it.
-    url: str = field(repr=False)
+    url: str
     #: When the URL stops working (UTC).
     expires_at: datetime
     #: What :meth:`Staging.delete` needs: ``"<backend>:<id>"``, safe to store and to log.

@@ -24,6 +24,7 @@ from hubferry.errors import ConfigError, PermanentError, ValidationError
 from hubferry.hub import retry
 from hubferry.staging.base import StagedFile, split_ref, validate_key
 from hubferry.staging.index import StagingIndex
+from hubferry.staging.retries import classified_call
 from hubferry.trainers.replicate_api import ReplicateApi, classify, connect
 
 T = TypeVar("T")
@@ -105,14 +106,8 @@ class ReplicateFilesStaging:
 
     def _call(self, api: ReplicateApi, what: str, path: str, fn: Callable[[], T]) -> T:
         url = api.endpoint.rstrip("/") + path
-
-        def attempt() -> T:
-            try:
-                return fn()
-            except Exception as exc:  # noqa: BLE001 - every client failure is classified here
-                raise classify(exc, what, url) from exc
-
-        return retry.call(attempt, what=f"Replicate {what}", endpoint=api.endpoint, policy=self.policy)
+        return classified_call(fn, classify=lambda exc: classify(exc, what, url), what=f"Replicate {what}",
+                               endpoint=api.endpoint, policy=self.policy)
 
 
 def _timestamp(value: object) -> float | None:

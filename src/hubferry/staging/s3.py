@@ -30,6 +30,7 @@ from hubferry.errors import ConfigError, HubferryError, PermanentError, Transien
 from hubferry.hub import retry
 from hubferry.logs import redact, register_secret
 from hubferry.staging.base import StagedFile, split_ref, validate_key
+from hubferry.staging.retries import classified_call
 
 T = TypeVar("T")
 KIND = "s3"
@@ -215,11 +216,5 @@ class S3Staging:
 
     def _call(self, what: str, obj: str, fn: Callable[[], T], *, bucket: str | None = None) -> T:
         url = f"{self.endpoint}/{bucket or self.bucket}/{obj}"
-
-        def attempt() -> T:
-            try:
-                return fn()
-            except Exception as exc:  # noqa: BLE001 - every client failure is classified here
-                raise classify(exc, what, url) from exc
-
-        return retry.call(attempt, what=f"S3 {what}", endpoint=self.endpoint, policy=self.policy)
+        return classified_call(fn, classify=lambda exc: classify(exc, what, url), what=f"S3 {what}",
+                               endpoint=self.endpoint, policy=self.policy)
