@@ -60,8 +60,8 @@ def forbidden_reason(ip: IPAddress) -> str | None:
             (candidate.is_loopback, "a loopback address"),
             (candidate.is_link_local, "a link-local address"),
             (candidate.is_multicast, "a multicast address"),
-            (candidate.is_private, "a private address"),
             (candidate.is_reserved, "a reserved address"),
+            (candidate.is_private, "a private address"),
             (not candidate.is_global, "not a public address"),
         )
         for hit, reason in checks:
