@@ -282,8 +282,8 @@ def _near_duplicates(hashes: list[tuple[str, int]]) -> list[NearDuplicate]:
 
 
 def _manifest(report: DatasetReport) -> bytes:
-    """``manifest.json``: every file with its size, sha256, source and dimensions (no timestamps, no
-    absolute paths, so the same input gives the same bytes anywhere)."""
+    """``manifest.json``: every file with its size, sha256, source and dimensions. No timestamps, absolute
+    paths or source kind, so the same files give the same bytes from anywhere, as a folder or as a zip."""
     files = []
     for image in report.images:
         stem = image.name.rsplit(".", 1)[0]
@@ -295,7 +295,6 @@ def _manifest(report: DatasetReport) -> bytes:
         })
     manifest = {
         "format": MANIFEST_FORMAT,
-        "source_kind": report.kind,
         "options": {"max_side": report.options.max_side, "min_side": report.options.min_side,
                     "trigger_word": report.options.trigger_word},
         "images": files,
