@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,11 @@ from hubferry.hub.publish import Publication, local_manifest, publish
 from hubferry.hub.verify import verify
 from hubferry.services.ports import HubIdentity, HubTarget
 
+#: Pre-flight calls (identify, check_target, repo_exists) run while a person waits at submit: a few
+#: quick tries, so an unreachable Hub is reported in seconds, not after a backoff ladder.
+PREFLIGHT_ATTEMPTS = 3
+PREFLIGHT_MAX_DELAY_S = 1.0
+
 
 class HubPublisher:
     """Publishes with the settings' retry policy through one :class:`HubClients` factory.
@@ -30,6 +36,12 @@ class HubPublisher:
         self.settings = settings
         self.clients = clients
         self.policy = retry.RetryPolicy.from_settings(settings)
+        self.preflight_policy = dataclasses.replace(
+            self.policy, max_attempts=min(self.policy.max_attempts, PREFLIGHT_ATTEMPTS),
+            base_delay=min(self.policy.base_delay, PREFLIGHT_MAX_DELAY_S / 4),
+            max_delay=min(self.policy.max_delay, PREFLIGHT_MAX_DELAY_S),
+            retry_after_cap=min(self.policy.retry_after_cap, 5 * PREFLIGHT_MAX_DELAY_S),
+        )
 
     def _api(self, target: HubTarget) -> HfApi:
         token = preflight.resolve_token(target.token)
@@ -37,17 +49,17 @@ class HubPublisher:
 
     def identify(self, target: HubTarget) -> HubIdentity:
         """whoami, retried on transient failures; PermanentError for a bad token."""
-        return preflight.identify(self._api(target), self.policy)
+        return preflight.identify(self._api(target), self.preflight_policy)
 
     def check_target(self, target: HubTarget, repo_id: str) -> HubIdentity:
         """Pre-flight before any compute is spent: the endpoint answers, the token is valid and may
         write to the namespace, and the repo is free or an existing repo the user may write to."""
         namespace, _ = preflight.check_repo_id(repo_id)
         api = self._api(target)
-        identity = preflight.identify(api, self.policy)
+        identity = preflight.identify(api, self.preflight_policy)
         if identity.role == "read":
             preflight.require_write(identity, namespace, api.endpoint)
-        existing = preflight.existing_repo(api, repo_id, "model", self.policy)
+        existing = preflight.existing_repo(api, repo_id, "model", self.preflight_policy)
         if existing is not None and not identity.can_write(namespace):
             raise PermanentError(
                 f"{repo_id} already exists and belongs to {namespace!r}: {identity.name} cannot write to it",
@@ -60,7 +72,7 @@ class HubPublisher:
     def repo_exists(self, target: HubTarget, repo_id: str) -> bool:
         """Whether ``repo_id`` exists (and is visible to the token), retried and classified."""
         preflight.check_repo_id(repo_id)
-        return preflight.existing_repo(self._api(target), repo_id, "model", self.policy) is not None
+        return preflight.existing_repo(self._api(target), repo_id, "model", self.preflight_policy) is not None
 
     def publish(
         self, folder: Path, repo_id: str, target: HubTarget, *, private: bool, message: str, card: CardInfo,
