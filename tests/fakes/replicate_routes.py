@@ -11,7 +11,7 @@ import json
 import re
 import time
 from email.utils import formatdate
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +27,7 @@ _TRAINING_PATH_RE = re.compile(r"^/v1/trainings/([^/]+)")
 _MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _EVENTS = {"start", "output", "logs", "completed"}
 _FAULT_TITLES = {429: "Request was throttled.", 503: "Service Unavailable", 504: "Gateway Timeout"}
+T = TypeVar("T")
 
 
 class Problem(Exception):
@@ -145,16 +146,11 @@ def create_app(fake: FakeReplicate) -> Any:
 
     @app.get("/v1/models/{owner}/{name}")
     async def get_model(owner: str, name: str, request: Request) -> dict[str, Any]:
-        model = fake.model(owner, name, user(request))
-        if model is None:
-            raise Problem(404, "Not found.")
-        return model_json(fake, model)
+        return model_json(fake, found(fake.model(owner, name, user(request))))
 
     @app.get("/v1/models/{owner}/{name}/versions")
     async def list_versions(owner: str, name: str, request: Request) -> dict[str, Any]:
-        model = fake.model(owner, name, user(request))
-        if model is None:
-            raise Problem(404, "Not found.")
+        model = found(fake.model(owner, name, user(request)))
         results = [version_json(fake, vid, created, schema) for vid, (created, schema) in model.versions.items()]
         return {"next": None, "previous": None, "results": results[::-1]}
 
@@ -197,17 +193,11 @@ def create_app(fake: FakeReplicate) -> Any:
 
     @app.get("/v1/trainings/{training_id}")
     async def get_training(training_id: str, request: Request) -> dict[str, Any]:
-        found = fake.visible_training(training_id, user(request))
-        if found is None:
-            raise Problem(404, "Not found.")
-        return found
+        return found(fake.visible_training(training_id, user(request)))
 
     @app.post("/v1/trainings/{training_id}/cancel")
     async def cancel_training(training_id: str, request: Request) -> dict[str, Any]:
-        found = fake.cancel(training_id, user(request))
-        if found is None:
-            raise Problem(404, "Not found.")
-        return found
+        return found(fake.cancel(training_id, user(request)))
 
     @app.get("/v1/webhooks/default/secret")
     async def webhook_secret(request: Request) -> dict[str, str]:
@@ -260,10 +250,7 @@ def create_app(fake: FakeReplicate) -> Any:
 
     @app.api_route("/delivery/{opaque}/trained_model.tar", methods=["GET", "HEAD"])
     async def delivery(opaque: str, request: Request) -> Response:
-        data = fake.delivery(opaque)
-        if data is None:
-            raise Problem(404, "Not found.")
-        return _ranged(fake, request, data)
+        return _ranged(fake, request, found(fake.delivery(opaque)))
 
     return _Recorder(app, fake)
 
@@ -284,11 +271,15 @@ def _check_training_body(body: dict[str, Any]) -> None:
         raise Problem(422, "webhook_events_filter items must be start, output, logs or completed", "Invalid request")
 
 
-def _own_file(fake: FakeReplicate, file_id: str, owner: str) -> StoredFile:
-    stored = fake.visible_file(file_id, owner)
-    if stored is None:
+def found(value: T | None) -> T:
+    """``value``, or Replicate's 404 when there is none (or the caller may not see it)."""
+    if value is None:
         raise Problem(404, "Not found.")
-    return stored
+    return value
+
+
+def _own_file(fake: FakeReplicate, file_id: str, owner: str) -> StoredFile:
+    return found(fake.visible_file(file_id, owner))
 
 
 def _file_json(fake: FakeReplicate, stored: StoredFile) -> dict[str, Any]:

@@ -59,6 +59,7 @@ class WebhookAttempt:
     error: str | None
     headers: dict[str, str]
     body: str
+    #: When the POST was sent (``time.time()``).
     at: float
     #: The extra copy sent by the ``duplicate_completed`` knob.
     duplicate: bool = False
@@ -188,12 +189,13 @@ class WebhookSender:
         }
         status: int | None = None
         error: str | None = None
+        sent_at = time.time()
         try:
             status = self._client.post(delivery.url, content=body.encode(), headers=headers).status_code
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
         attempt = WebhookAttempt(delivery.training_id, delivery.event, delivery.webhook_id, delivery.attempt,
-                                 delivery.url, status, error, headers, body, time.time(), delivery.duplicate)
+                                 delivery.url, status, error, headers, body, sent_at, delivery.duplicate)
         with self._cond:
             self.attempts.append(attempt)
             if delivery.event != "completed":
