@@ -126,6 +126,7 @@ def test_nothing_usable_fails_the_pack_with_the_reasons_and_leaves_the_old_zip(t
 
     report = dataset.check(src, settings=settings)
     assert not report.usable and report.to_dict()["usable"] is False
+    assert report.sha256 is None and report.warnings == []
     with pytest.raises(ValidationError) as caught:
         dataset.pack(src, dest, settings=settings)
 
@@ -174,6 +175,14 @@ def test_a_source_of_no_known_kind_is_refused_saying_what_is_accepted(tmp_path, 
     with pytest.raises(ValidationError) as caught:
         dataset.check(source, settings=settings)
     assert "folder" in caught.value.hint and "zip" in caught.value.hint and "URL" in caught.value.hint
+
+
+def test_a_damaged_zip_is_called_a_damaged_zip(tmp_path, settings):
+    broken = tmp_path / "photos.zip"
+    broken.write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(ValidationError) as caught:
+        dataset.check(broken, settings=settings)
+    assert "not a readable zip" in caught.value.message and "damaged or incomplete" in caught.value.hint
 
 
 def test_a_url_list_is_fetched_with_captions_and_failures_listed(tmp_path, settings):

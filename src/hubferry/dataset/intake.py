@@ -72,6 +72,9 @@ def detect_kind(source: Path) -> SourceKind:
                               hint="pass a folder of images, a .zip of them, or a text file of image URLs")
     if zipfile.is_zipfile(source):
         return "zip"
+    if source.suffix.lower() == ".zip":
+        raise ValidationError(f"{source} is not a readable zip", category="file_error", path=str(source),
+                              hint="the file is damaged or incomplete: download or create it again")
     if source.stat().st_size <= URL_LIST_MAX_BYTES:
         try:
             text = source.read_text("utf-8-sig")

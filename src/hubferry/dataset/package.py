@@ -198,11 +198,12 @@ def _build(source: Path, zip_path: Path, work: Path, options: PackOptions, setti
             progress(done, len(tasks))
     members = _records(report, accepted)
     report.near_duplicates = _near_duplicates([(c.source, n.dhash) for c, n in accepted])
-    if not found.candidates:
+    if not found.candidates and not report.rejections:
         report.warnings.append("no image files were found (JPEG, PNG, WebP)")
-    members.append(bundle.Member(MANIFEST_NAME, data=_manifest(report)))
-    report.sha256 = bundle.write(zip_path, members)
-    report.zip_size = zip_path.stat().st_size
+    if report.usable:  # an unusable dataset gets no zip, so no digest either
+        members.append(bundle.Member(MANIFEST_NAME, data=_manifest(report)))
+        report.sha256 = bundle.write(zip_path, members)
+        report.zip_size = zip_path.stat().st_size
     return report
 
 

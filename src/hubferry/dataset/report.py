@@ -93,7 +93,8 @@ class DatasetReport:
     """Everything a check or a pack learned about one dataset.
 
     ``sha256`` and ``zip_size`` describe the deterministic zip (``check`` builds it too, in a temporary
-    folder, so both commands report the same digest for the same input).
+    folder, so both commands report the same digest for the same input); both are ``None`` when the
+    dataset is not usable, since no zip is written then.
     """
 
     source: str
