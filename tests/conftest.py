@@ -10,6 +10,9 @@ import pytest
 
 from hubferry.testing import RunningRegistry, no_retry_sleep, running_registry
 
+#: The fake Replicate server's fixtures (fake_replicate, replicate_client, webhook_receiver, dataset_zip).
+pytest_plugins = ["fakes.replicate_fixtures"]
+
 #: Small limits so tests exercise LFS multipart and pagination with few, small files.
 TEST_REGISTRY_SETTINGS = {
     "multipart_threshold": 1024 * 1024,

@@ -6,11 +6,15 @@ from pathlib import Path
 
 from hubferry.config import Settings
 from hubferry.domain.jobs import Job
-from hubferry.errors import ValidationError
+from hubferry.errors import HubferryError, ValidationError
+from hubferry.logs import get_logger
+
+log = get_logger(__name__)
 
 
-def stage_dataset(settings: Settings, job: Job, token: str) -> str:
-    """Stage ``job``'s dataset zip with the configured staging and return the URL a trainer fetches.
+def stage_dataset(settings: Settings, job: Job, token: str) -> tuple[str, str]:
+    """Stage ``job``'s dataset zip with the configured staging; returns the URL a trainer fetches and the
+    ref that deletes it (:func:`discard_staged`).
 
     Raises:
         ValidationError: the job has no dataset zip (or it is gone).
@@ -22,4 +26,16 @@ def stage_dataset(settings: Settings, job: Job, token: str) -> str:
         raise ValidationError(f"the dataset zip of job {job.id} is missing ({zip_path})",
                               hint="submit the job again with --images")
     staged = for_setting(settings, job.trainer).stage(zip_path, key=f"{job.id}/{zip_path.name}", token=token)
-    return staged.url
+    return staged.url, staged.ref
+
+
+def discard_staged(settings: Settings, ref: str | None, token: str | None) -> None:
+    """Delete a staged dataset once its training has ended (the cleanup task catches what this misses)."""
+    if not ref:
+        return
+    from hubferry.staging import delete
+
+    try:
+        delete(settings, ref, token=token)
+    except HubferryError as exc:
+        log.warning("could not delete a staged dataset; cleanup retries", ref=ref, error=exc.message)

@@ -21,6 +21,8 @@ from hubferry.errors import HubferryError, TransientError
 from hubferry.logs import get_logger
 from hubferry.services import progress as job_progress
 from hubferry.services.context import Context
+from hubferry.services.credentials import replicate_token
+from hubferry.services.datasets import discard_staged
 from hubferry.services.publishing import training_succeeded
 from hubferry.services.training import training_failure
 from hubferry.tracking import ProgressTracker
@@ -62,6 +64,8 @@ def refresh(ctx: Context, job_id: str, *, force: bool = False) -> Job:
         return ctx.jobs.require(job_id)
     with _trackers_lock:
         _trackers.pop(job_id, None)
+    discard_staged(ctx.settings, job.trainer_handle.get("staged_ref"),
+                   replicate_token(ctx.credentials, job.owner, job.id))
     if seen.status is RunStatus.SUCCEEDED:
         _succeeded(ctx, job)
     elif seen.status is RunStatus.CANCELLED:
@@ -98,6 +102,8 @@ def _succeeded(ctx: Context, job: Job) -> None:
         scratch = output.parent / f".{output.name}.{uuid.uuid4().hex[:8]}"
         try:
             fetched = ctx.trainer_for(job.trainer).fetch_outputs(job.trainer_handle, scratch)
+            if output.is_dir() and not any(output.iterdir()):
+                output.rmdir()
             if not output.exists():
                 fetched.rename(output)  # one observer wins; the others' copies are dropped
         except HubferryError as exc:

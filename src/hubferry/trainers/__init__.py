@@ -19,13 +19,13 @@ _API_CACHE_SIZE = 64
 
 def for_kind(
     kind: str, settings: Settings, *, replicate_token: Callable[[str, str], str | None] | None = None,
-    stage: Callable[[Job, str], str] | None = None,
+    stage: Callable[[Job, str], tuple[str, str]] | None = None,
 ) -> Trainer:
     """The trainer for jobs of ``kind``.
 
     Args:
         replicate_token: ``(owner, job_id) -> token``, read each time it is needed.
-        stage: ``(job, token) -> URL`` staging a job's dataset zip where a remote trainer can fetch it.
+        stage: ``(job, token) -> (URL, ref)`` staging a job's dataset zip where a remote trainer can fetch it.
 
     Raises:
         ValidationError: no such trainer.

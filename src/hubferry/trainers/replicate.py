@@ -46,9 +46,9 @@ class ReplicateTrainer:
     capabilities = Capabilities(can_retry_training=True, pushes_events=True)
 
     def __init__(self, settings: Settings, api_for: Callable[[str, str], ReplicateApi],
-                 stage: Callable[[Job, str], str] | None = None) -> None:
+                 stage: Callable[[Job, str], tuple[str, str]] | None = None) -> None:
         """``api_for(owner, job_id)`` is a Replicate API with that job's token; ``stage(job, token)`` stages
-        the job's dataset zip and returns the URL the trainer fetches it from."""
+        the job's dataset zip and returns the URL the trainer fetches it from and the staged file's ref."""
         self.settings = settings
         self.api_for = api_for
         self.stage = stage
@@ -57,15 +57,17 @@ class ReplicateTrainer:
         params = job.params
         api = self.api_for(job.owner, job.id)
         inputs = dict(params["input"])
+        staged_ref = None
         if "input_images" not in inputs:
             if self.stage is None:
                 raise ValidationError("no dataset to train on", hint="pass --images FOLDER|ZIP|URLS.txt")
-            inputs["input_images"] = self.stage(job, api.token)
-        webhook = f"{self.settings.public_url.rstrip('/')}/webhooks/replicate" if self.settings.public_url else None
+            inputs["input_images"], staged_ref = self.stage(job, api.token)
+        public = self.settings.public_url
+        webhook = f"{public.rstrip('/')}/webhooks/replicate?job={job.id}" if public else None
         training = api.create_training(params["model"], params["version"], inputs, params["destination"], webhook)
         return {"training_id": training["id"], "destination": params["destination"], "owner": job.owner,
-                "job_id": job.id, "web_url": training.get("urls", {}).get("web")
-                or f"https://replicate.com/p/{training['id']}"}
+                "job_id": job.id, "staged_ref": staged_ref,
+                "web_url": (training.get("urls") or {}).get("web") or f"https://replicate.com/p/{training['id']}"}
 
     def poll(self, handle: Handle, cursor: str = "") -> Observation:
         training = self.api_for(str(handle["owner"]), str(handle["job_id"])).get_training(str(handle["training_id"]))

@@ -19,6 +19,14 @@ log = get_logger(__name__)
 #: A worker touches its liveness file this often; older files mean the worker is gone.
 LIVENESS_INTERVAL_S = 5.0
 LIVENESS_STALE_S = 20.0
+#: How often expired staged datasets are deleted.
+STAGING_CLEANUP_S = 600.0
+
+
+def clean_staging(ctx: Context) -> int:
+    from hubferry.staging import cleanup
+
+    return cleanup(ctx.settings)
 
 
 def _liveness_dir(ctx: Context) -> Path:
@@ -64,7 +72,8 @@ class Housekeeper:
 
     def _run(self) -> None:
         settings = self.ctx.settings
-        chores = [_Chore(reconcile, settings.reconcile_interval_s), _Chore(poll_due, settings.poll_interval_s)]
+        chores = [_Chore(reconcile, settings.reconcile_interval_s), _Chore(poll_due, settings.poll_interval_s),
+                  _Chore(clean_staging, STAGING_CLEANUP_S)]
         while not self._stop.is_set():
             self.liveness.touch()
             for chore in chores:
