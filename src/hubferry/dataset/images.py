@@ -83,7 +83,7 @@ class Refused:
 def heif_available() -> bool:
     """Whether HEIC/HEIF photos can be read (the optional ``pillow-heif`` package is installed).
 
-    Registering its opener is Pillow-wide, so it happens only here, on first need, once per process.
+    Registering its opener is Pillow-wide, so it happens only when a HEIC file is met, once per process.
     """
     try:
         import pillow_heif  # type: ignore[import-not-found]  # optional, ships no stubs we install
@@ -153,24 +153,33 @@ def _fitted(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def _identify(task: Task, fh: BinaryIO) -> Image.Image | Refused:
+    """The image, opened lazily (header only) by one of the accepted formats, or why it is not one."""
+    try:
+        return Image.open(fh, formats=FORMATS)
+    except UnidentifiedImageError:
+        kind = _sniff(fh)
+    if kind == "HEIC":
+        if heif_available():
+            fh.seek(0)
+            return Image.open(fh, formats=("HEIF",))
+        return Refused(task.index, "format", "a HEIC photo: install pillow-heif to read it, or export it as JPEG")
+    what = f"a {kind} file" if kind else "not an image Pillow can read"
+    return Refused(task.index, "format" if kind else "corrupt",
+                   f"{what}; only JPEG, PNG and WebP are taken: convert it to JPEG or PNG")
+
+
 def _open(task: Task, fh: BinaryIO) -> Image.Image | Refused:
     size = os.fstat(fh.fileno()).st_size
     if size > IMAGE_MAX_BYTES:
         return Refused(task.index, "too_large", f"the file is {size // (1024 * 1024)} MiB, more than "
                        f"{IMAGE_MAX_BYTES // (1024 * 1024)} MiB; use a smaller image")
-    formats = FORMATS + (("HEIF",) if heif_available() else ())
     try:
-        image = Image.open(fh, formats=formats)
+        image = _identify(task, fh)
     except Image.DecompressionBombError as exc:
         return Refused(task.index, "too_many_pixels", f"refused before decoding: {exc}")
-    except UnidentifiedImageError:
-        kind = _sniff(fh)
-        if kind == "HEIC":
-            return Refused(task.index, "format", "a HEIC photo: install pillow-heif to read it, or export it "
-                           "as JPEG")
-        what = f"a {kind} file" if kind else "not an image Pillow can read"
-        return Refused(task.index, "format" if kind else "corrupt",
-                       f"{what}; only JPEG, PNG and WebP are taken: convert it to JPEG or PNG")
+    if isinstance(image, Refused):
+        return image
     width, height = image.size
     if width * height > task.max_pixels:
         return Refused(task.index, "too_many_pixels", f"{width}x{height} is {width * height:,} pixels, more than "

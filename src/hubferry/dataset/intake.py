@@ -169,13 +169,22 @@ def from_folder(source: Path, settings: Settings) -> Intake:
 
 
 def _walk(root: Path, intake: Intake) -> Iterator[tuple[str, os.stat_result]]:
-    """Regular files below ``root`` as (relative POSIX name, stat), skipping hidden and macOS files."""
+    """Regular files below ``root`` as (relative POSIX name, stat), skipping hidden and macOS files.
+
+    At most :data:`archive.ARCHIVE_MAX_ENTRIES` entries are looked at, as in a zip.
+    """
     pending = [""]
+    seen = 0
     while pending:
         prefix = pending.pop()
         with os.scandir(root / prefix if prefix else root) as entries:
             for entry in entries:
                 name = f"{prefix}/{entry.name}" if prefix else entry.name
+                seen += 1
+                if seen > archive.ARCHIVE_MAX_ENTRIES:
+                    raise ValidationError(f"{root} holds more than {archive.ARCHIVE_MAX_ENTRIES} files and folders",
+                                          category="file_error", path=str(root),
+                                          hint="point at the folder holding just the images and captions")
                 if archive.is_junk(entry.name):
                     continue
                 st = entry.stat(follow_symlinks=False)

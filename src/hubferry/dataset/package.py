@@ -19,6 +19,7 @@ import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -149,19 +150,16 @@ def _unusable(report: DatasetReport) -> ValidationError:
     )
 
 
-class _workspace:
+@contextmanager
+def _workspace(settings: Settings) -> Iterator[Path]:
     """A private work folder under ``home/work``, removed afterwards whatever happens."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._root = settings.home / "work"
-
-    def __enter__(self) -> Path:
-        self._root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._path = Path(tempfile.mkdtemp(prefix="dataset-", dir=self._root))
-        return self._path
-
-    def __exit__(self, *exc: object) -> None:
-        shutil.rmtree(self._path, ignore_errors=True)
+    root = settings.home / "work"
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = Path(tempfile.mkdtemp(prefix="dataset-", dir=root))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _build(source: Path, zip_path: Path, work: Path, options: PackOptions, settings: Settings,

@@ -6,7 +6,7 @@ These are plain dataclasses so the orchestrator can store ``report.to_dict()`` o
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 SourceKind = Literal["folder", "zip", "urls"]
@@ -51,12 +51,7 @@ class ImageRecord:
     trigger_inserted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "source": self.source, "width": self.width, "height": self.height,
-            "source_width": self.source_width, "source_height": self.source_height,
-            "source_format": self.source_format, "size": self.size, "sha256": self.sha256,
-            "caption": self.caption, "trigger_inserted": self.trigger_inserted,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -73,7 +68,7 @@ class Rejection:
     reason: str
 
     def to_dict(self) -> dict[str, str]:
-        return {"source": self.source, "code": self.code, "reason": self.reason}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -85,7 +80,7 @@ class NearDuplicate:
     distance: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"first": self.first, "second": self.second, "distance": self.distance}
+        return asdict(self)
 
 
 @dataclass
