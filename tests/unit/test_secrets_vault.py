@@ -278,11 +278,19 @@ def test_cli_value_is_not_accepted_from_argv(runner: CliRunner) -> None:
     assert TOKEN not in result.stdout
 
 
-def test_cli_default_owner_is_the_os_user(home: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("getpass.getuser", lambda: "osuser")
+def test_cli_default_owner_is_the_os_account_not_logname(
+    home: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+    import pwd
+
+    monkeypatch.setenv("LOGNAME", "victim")  # anyone can set this: it must not pick whose secrets are used
+    monkeypatch.setenv("USER", "victim")
     result = runner.invoke(app, ["secrets", "set", HF_TOKEN, "--value-stdin"], input=TOKEN)
     assert result.exit_code == 0, result.output
-    assert [c.token for c in HubCredentials(Vault(home)).list("osuser")] == [TOKEN]
+    me = pwd.getpwuid(os.getuid()).pw_name
+    assert [c.token for c in HubCredentials(Vault(home)).list(me)] == [TOKEN]
+    assert HubCredentials(Vault(home)).list("victim") == []
 
 
 def test_cli_delete(home: Path, runner: CliRunner) -> None:

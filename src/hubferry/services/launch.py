@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import getpass
+import os
+import pwd
 import json
 import shlex
 from collections.abc import Mapping
@@ -25,12 +26,13 @@ log = get_logger(__name__)
 
 
 def default_owner() -> str:
-    """The owner of jobs submitted from this machine in the embedded single-user mode: the OS user."""
+    """The owner of jobs submitted from this machine in the embedded single-user mode: the OS account
+    running the process (from the uid, never from LOGNAME/USER, which anyone can set)."""
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        raise ValidationError("cannot tell the current user", field="owner",
-                              hint="set the LOGNAME environment variable") from None
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        raise ValidationError(f"the uid {os.getuid()} has no account name", field="owner",
+                              hint="run hubferry as a user with an entry in /etc/passwd") from None
 
 
 @dataclass(frozen=True)
