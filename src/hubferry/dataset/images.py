@@ -4,7 +4,9 @@ Normalised means: fully decoded (a truncated or corrupt file is refused), EXIF o
 every piece of metadata dropped (EXIF with GPS, XMP, comments; an ICC profile is applied, so the
 pixels are sRGB), transparency flattened onto white, RGB, the longest side capped. PNG sources stay
 PNG (lossless stays lossless); JPEG, WebP and HEIC become JPEG at quality 95 with full-resolution
-colour (4:4:4), the form every trainer reads.
+colour (4:4:4), the form every trainer reads. A JPEG that needs none of these changes (upright, RGB,
+sRGB, small enough) is not re-encoded at all: only its metadata segments are cut out (see
+:mod:`hubferry.dataset.jpeg`), so its pixels stay exactly as they were.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from hubferry.dataset import jpeg
 
 #: Pillow formats accepted (MPO is how Pillow names multi-picture JPEGs from phones and cameras).
 FORMATS = ("JPEG", "PNG", "WEBP")
@@ -204,13 +208,13 @@ def normalise(task: Task) -> Normalised | Refused:
                 if isinstance(opened, Refused):
                     return opened
                 with opened as image:
-                    return _normalise(task, image)
+                    return _normalise(task, image, fh)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as exc:
             return Refused(task.index, "corrupt", f"cannot be decoded ({exc}); the file is truncated or damaged: "
                            "export or download it again")
 
 
-def _normalise(task: Task, image: Image.Image) -> Normalised:
+def _normalise(task: Task, image: Image.Image, fh: BinaryIO) -> Normalised:
     source_format = "JPEG" if image.format == "MPO" else str(image.format)
     width, height = image.size
     oriented = (height, width) if _swaps_sides(image) else (width, height)
@@ -218,17 +222,14 @@ def _normalise(task: Task, image: Image.Image) -> Normalised:
     if source_format == "JPEG" and target != oriented:
         image.draft("RGB", target if oriented == (width, height) else (target[1], target[0]))  # DCT scaling
     image.load()  # a full decode: truncated or corrupt data fails here
-    rgb = _to_rgb(_upright(image))
-    if rgb.size != target:
-        rgb = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    rgb.info = {}  # no EXIF, XMP, ICC or comments leave the machine
-    out = io.BytesIO()
-    extension = "png" if source_format == "PNG" else "jpg"
-    if extension == "png":
-        rgb.save(out, "PNG", compress_level=PNG_COMPRESS_LEVEL)
+    data = _kept_as_is(image, fh, source_format, target == oriented)
+    if data is not None:
+        extension, rgb = "jpg", image
     else:
-        rgb.save(out, "JPEG", quality=JPEG_QUALITY, subsampling=0)
-    data = out.getvalue()
+        extension, rgb = ("png" if source_format == "PNG" else "jpg"), _to_rgb(_upright(image))
+        if rgb.size != target:
+            rgb = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        data = _encoded(rgb, extension)
     out_path = Path(task.out_dir) / f"{task.index:06d}.{extension}"
     out_path.write_bytes(data)
     return Normalised(
@@ -236,6 +237,42 @@ def _normalise(task: Task, image: Image.Image) -> Normalised:
         source_width=oriented[0], source_height=oriented[1], source_format=source_format,
         size=len(data), sha256=hashlib.sha256(data).hexdigest(), dhash=dhash(rgb),
     )
+
+
+def _encoded(rgb: Image.Image, extension: str) -> bytes:
+    rgb.info = {}  # no EXIF, XMP, ICC or comments leave the machine
+    out = io.BytesIO()
+    if extension == "png":
+        rgb.save(out, "PNG", compress_level=PNG_COMPRESS_LEVEL)
+    else:
+        rgb.save(out, "JPEG", quality=JPEG_QUALITY, subsampling=0)
+    return out.getvalue()
+
+
+def _kept_as_is(image: Image.Image, fh: BinaryIO, source_format: str, fits: bool) -> bytes | None:
+    """The source JPEG minus its metadata segments when nothing else has to change (upright, RGB, sRGB,
+    within the size), so its pixels are kept exactly; ``None`` when it must be re-encoded."""
+    if source_format != "JPEG" or image.mode != "RGB" or not fits or _orientation(image) != 1:
+        return None
+    icc = image.info.get("icc_profile")
+    if icc and not _is_srgb(icc):
+        return None
+    fh.seek(0)
+    try:
+        stripped = jpeg.strip_metadata(fh.read())
+        with Image.open(io.BytesIO(stripped), formats=("JPEG",)) as check:
+            same = (check.size, check.mode) == (image.size, image.mode)
+    except (ValueError, OSError, SyntaxError):
+        return None
+    return stripped if same else None
+
+
+def _is_srgb(icc: bytes) -> bool:
+    try:
+        description = ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc)))
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return False
+    return "srgb" in description.lower()
 
 
 def _orientation(image: Image.Image) -> int:
