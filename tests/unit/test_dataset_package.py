@@ -217,6 +217,24 @@ def test_a_url_list_is_fetched_with_captions_and_failures_listed(tmp_path, setti
     assert _zip(result.zip_path)[0] == ["cat.png", "dog.jpg", "dog.txt", "manifest.json"]
 
 
+def test_a_url_list_over_the_byte_budget_stops_fetching(tmp_path):
+    sent: list[str] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request.url.path)
+        return httpx2.Response(200, content=b"\xff\xd8" + b"x" * 5000, headers={"Content-Type": "image/jpeg"})
+
+    urls = tmp_path / "urls.txt"
+    urls.write_text("".join(f"https://photos.example/{i}.jpg\n" for i in range(40)))
+    settings = load_settings(home=tmp_path / "home", dataset_max_bytes=12_000)
+    fetcher = dataset.Fetcher(settings, transport=httpx2.MockTransport(handler),
+                              resolve=static_resolver({"photos.example": ["93.184.216.34"]}))
+    with pytest.raises(ValidationError) as caught:
+        dataset.check(urls, settings=settings, fetcher=fetcher)
+    assert "HUBFERRY_DATASET_MAX_BYTES" in caught.value.hint
+    assert len(sent) < 20
+
+
 def test_a_process_pool_gives_the_same_zip_as_one_process(tmp_path, settings):
     src = tmp_path / "photos"
     photos(src, package.POOL_MIN_IMAGES, size=(320, 256))

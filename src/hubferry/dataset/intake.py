@@ -259,12 +259,15 @@ def from_url_list(source: Path, work: Path, settings: Settings, fetcher: Fetcher
             raise _too_big(settings, source)
         return Candidate(display_url(url), path, caption)
 
-    with ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="hubferry-fetch") as pool:
+    pool = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="hubferry-fetch")
+    try:
         for outcome in pool.map(fetch, jobs):
             if isinstance(outcome, Rejection):
                 intake.rejections.append(outcome)
             else:
                 intake.candidates.append(outcome)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # over the byte budget: do not fetch the rest
     return intake
 
 

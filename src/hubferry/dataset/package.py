@@ -96,7 +96,8 @@ def pack(
 ) -> PackResult:
     """Normalise a dataset into the zip ``dest`` (replaced atomically) and report on it.
 
-    Arguments as for :func:`check`; ``dest`` is the zip to write.
+    Arguments as for :func:`check`; ``dest`` is the zip to write. It is readable by its owner only
+    (0600), like everything hubferry writes about people's photos.
 
     Raises:
         ValidationError: as :func:`check`, and when fewer than ``options.min_images`` images are usable
