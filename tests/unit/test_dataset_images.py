@@ -141,3 +141,12 @@ def test_every_orientation_is_applied(tmp_path, orientation):
     exif[ORIENTATION] = orientation
     _, image = _normalised(photo(tmp_path / "o.jpg", size=(600, 400), exif=exif), tmp_path)
     assert image.size == ((600, 400) if orientation == 3 else (400, 600))
+
+
+def test_a_heic_photo_without_pillow_heif_is_refused_with_what_to_install(tmp_path):
+    if images.heif_available():
+        pytest.skip("pillow-heif is installed here")
+    heic = tmp_path / "IMG_0001.HEIC"
+    heic.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64)
+    refused = _refused(heic, tmp_path)
+    assert refused.code == "format" and "pillow-heif" in refused.reason
