@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+from rich.progress import Progress as Bar
 
 from hubferry import dataset
 from hubferry.cli.console import err, json_errors, print_json, say
 from hubferry.config import load_settings
+from hubferry.dataset.package import Progress
 from hubferry.hub.progress import format_size
 
 dataset_app = typer.Typer(help="Check and pack training images (folder, zip or URL list) into a dataset zip.",
@@ -35,11 +37,11 @@ _SHOWN_REJECTIONS = 20
 
 
 @contextmanager
-def _progress(enabled: bool) -> Iterator[dataset.package.Progress | None]:
+def _progress(enabled: bool) -> Iterator[Progress | None]:
     if not enabled:
         yield None
         return
-    bar = Progress(TextColumn("normalising"), BarColumn(), MofNCompleteColumn(), console=err, transient=True)
+    bar = Bar(TextColumn("normalising"), BarColumn(), MofNCompleteColumn(), console=err, transient=True)
     with bar:
         task = bar.add_task("images", total=None)
 

@@ -1,4 +1,5 @@
-"""What a dataset check or pack found: the accepted images, the rejections with reasons, and the totals.
+"""What a dataset check or pack is asked (:class:`PackOptions`) and what it found: the accepted images,
+the rejections with reasons, and the totals.
 
 These are plain dataclasses so the orchestrator can store ``report.to_dict()`` on a job and show it.
 """
