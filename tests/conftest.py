@@ -7,8 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from huggingface_hub.utils import logging as _hub_logging
 
 from hubferry.testing import RunningRegistry, no_retry_sleep, running_registry
+
+# huggingface_hub's library handler binds sys.stderr when first made: make it now, on the real stderr,
+# not inside a CliRunner test whose captured stream is closed afterwards.
+_hub_logging.get_logger("huggingface_hub")
 
 #: The fake Replicate server's fixtures (fake_replicate, replicate_client, webhook_receiver, dataset_zip).
 pytest_plugins = ["fakes.replicate_fixtures"]

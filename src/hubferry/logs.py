@@ -81,6 +81,34 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written (a captured or replaced stream may be gone by then)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _protect_library_logs() -> logging.Logger:
+    """Redact huggingface_hub's records (its debug request lines and retry warnings carry presigned URLs).
+
+    Its handlers get the filter too: a logger's filters see only records created on that logger, while a
+    handler's see every record that reaches it, including those of child loggers made later.
+    """
+    from huggingface_hub.utils import logging as hub_logging  # creates the library's own handler first
+
+    hub_logger = hub_logging.get_logger("huggingface_hub")
+    targets: list[logging.Filterer] = [hub_logger, *hub_logger.handlers]
+    targets += [item for name, item in logging.root.manager.loggerDict.items()
+                if name.startswith("huggingface_hub.") and isinstance(item, logging.Logger)]
+    for target in targets:
+        if not any(isinstance(f, _RedactingFilter) for f in target.filters):
+            target.addFilter(_RedactingFilter())
+    return hub_logger
+
+
 def configure(*, json: bool | None = None, verbose: bool = False, quiet: bool = False) -> None:
     """Send structlog (and stdlib logging) to stderr: DEBUG with ``verbose``, WARNING with ``quiet``.
 
@@ -90,9 +118,7 @@ def configure(*, json: bool | None = None, verbose: bool = False, quiet: bool = 
     global _json
     _json = _json if json is None else json
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    hub_logger = logging.getLogger("huggingface_hub")
-    if not any(isinstance(f, _RedactingFilter) for f in hub_logger.filters):
-        hub_logger.addFilter(_RedactingFilter())
+    hub_logger = _protect_library_logs()
     # Our own retry lines say the same with context; the library's are noise unless --verbose.
     hub_logger.setLevel(logging.DEBUG if verbose else logging.ERROR)
     renderer = structlog.processors.JSONRenderer() if _json else structlog.dev.ConsoleRenderer(colors=False)
@@ -105,7 +131,7 @@ def configure(*, json: bool | None = None, verbose: bool = False, quiet: bool = 
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=False,
     )
 

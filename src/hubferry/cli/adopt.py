@@ -7,9 +7,6 @@ from typing import Annotated
 import typer
 
 from hubferry.cli.console import json_errors, print_json, say
-from hubferry.services import remote, replicate_jobs
-from hubferry.services.context import open_context
-from hubferry.services.views import job_dict
 
 adopt_app = typer.Typer(no_args_is_help=True, help="Track and publish trainings started elsewhere.")
 
@@ -27,6 +24,10 @@ def adopt_replicate(
 ) -> None:
     """Adopt a Replicate training (from the website, another script): hubferry follows it and publishes
     its LoRA once it succeeds (at once if it already has)."""
+    from hubferry.services import remote, replicate_jobs
+    from hubferry.services.context import open_context
+    from hubferry.services.views import job_dict
+
     json_errors(json_output)
     ctx = open_context()
     job = replicate_jobs.adopt(ctx, training_id, repo_id=repo, name=name, replicate_token=replicate_token,

@@ -10,10 +10,7 @@ from hubferry.cli.console import err, json_errors, print_json, say
 from hubferry.cli.render import job_table, summary, timeline, watch_job
 from hubferry.domain.jobs import JobState
 from hubferry.errors import ValidationError
-from hubferry.services import control, remote
 from hubferry.services.context import open_context
-from hubferry.services.views import job_dict, job_fields
-from hubferry.worker.dispatch import dispatcher_for
 
 jobs_app = typer.Typer(no_args_is_help=True, help="List and inspect jobs.")
 JobId = Annotated[str, typer.Argument(help="Job id.")]
@@ -30,6 +27,8 @@ def jobs_list(
     json_output: Annotated[bool, typer.Option("--json", help="One JSON line on stdout.")] = False,
 ) -> None:
     """List jobs, newest first (full ids; tab-separated when piped)."""
+    from hubferry.services.views import job_dict
+
     json_errors(json_output)
     try:
         states = [JobState(s) for s in state] if state else None
@@ -49,6 +48,9 @@ def jobs_show(
     json_output: Annotated[bool, typer.Option("--json", help="One JSON line on stdout.")] = False,
 ) -> None:
     """Show a job: state, target, progress, error and timeline."""
+    from hubferry.services import remote
+    from hubferry.services.views import job_dict, job_fields
+
     json_errors(json_output)
     ctx = open_context()
     job = remote.refresh(ctx, job_id)  # a remote training is read from its provider when stale
@@ -77,6 +79,8 @@ def watch(job_id: JobId) -> None:
 
 def cancel(job_id: JobId) -> None:
     """Cancel a job; a running trainer is stopped (locally: SIGTERM, then SIGKILL)."""
+    from hubferry.services import control
+
     job = control.cancel(open_context(), job_id)
     say(f"job {job.id} cancelled")
 
@@ -90,6 +94,9 @@ def retry(
     wait: Annotated[bool, typer.Option("--wait", help="Block until the job ends (when a worker runs it).")] = False,
 ) -> None:
     """Re-run a failed or skipped publish (without retraining), or a failed training."""
+    from hubferry.services import control
+    from hubferry.worker.dispatch import dispatcher_for
+
     ctx = open_context()
     dispatcher, queued = dispatcher_for(ctx)
     ctx.dispatcher = dispatcher

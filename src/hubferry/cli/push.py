@@ -13,7 +13,6 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from hubferry import logs
 from hubferry.cli.console import err, json_errors, print_json, say
 from hubferry.config import load_settings
-from hubferry.hub import CardInfo, publish
 from hubferry.hub.progress import PushProgress, TransferRate, format_size
 
 #: Stages after the bytes have all left: the transfer rate stops moving there.
@@ -93,6 +92,9 @@ def push(
 ) -> None:
     """Publish a folder to the Hub, resumably, and verify it by reading it back."""
     from huggingface_hub.utils import disable_progress_bars
+
+    from hubferry.hub.card import CardInfo
+    from hubferry.hub.publish import publish
 
     json_errors(json_output, verified=False)
     if verbose:

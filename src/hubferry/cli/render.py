@@ -16,7 +16,6 @@ from rich.text import Text
 
 from hubferry.cli.console import err, out, plain, say
 from hubferry.domain.jobs import FINAL_STATES, RESTING_STATES, Job, JobEvent, JobState
-from hubferry.services import remote
 from hubferry.services.context import Context
 from hubferry.tracking.logfile import tail as log_tail
 
@@ -45,6 +44,7 @@ def _tail(job: Job) -> str:
 
 def watch_job(ctx: Context, job_id: str, *, show: bool = True, until: threading.Event | None = None) -> Job:
     """Show a live progress bar with stage, ETA and log tail until the job ends; returns the final job."""
+    from hubferry.services import remote
     bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), TaskProgressColumn(),
                    TextColumn("{task.fields[eta]}", markup=False), console=err, disable=not show)
     task = bar.add_task("queued", total=100, eta="")

@@ -15,7 +15,7 @@ from hubferry.config import load_settings
 from hubferry.errors import ValidationError
 from hubferry.secrets.hub_credentials import HubCredentials, is_credential_entry, normalise_endpoint
 from hubferry.secrets.vault import HF_TOKEN, Vault, validate_name
-from hubferry.services.launch import default_owner
+from hubferry.services.identity import default_owner
 
 secrets_app = typer.Typer(help="Encrypted per-user secrets (Hub tokens per endpoint, API keys).",
                           no_args_is_help=True)

@@ -16,10 +16,7 @@ from hubferry.cli.render import ended, summary, watch_job
 from hubferry.config import load_settings
 from hubferry.domain.jobs import EventKind, Job, JobState
 from hubferry.errors import ValidationError
-from hubferry.services import control, launch, replicate_jobs
 from hubferry.services.context import Context, open_context
-from hubferry.services.views import job_dict
-from hubferry.worker.dispatch import dispatcher_for
 
 
 def train(
@@ -66,8 +63,12 @@ def train(
     With a worker running (`hubferry worker` or `hubferry serve`), the job is queued and this returns at
     once unless --wait. With none, it runs here, and Ctrl-C cancels it.
     """
-    json_errors(json_output)
     given = {k: v for k, v in locals().items() if k not in ("typer_ctx", "job_file", "wait", "json_output")}
+    from hubferry.services import launch, replicate_jobs
+    from hubferry.services.views import job_dict
+    from hubferry.worker.dispatch import dispatcher_for
+
+    json_errors(json_output)
     options = merge_job_file(job_file, given, defaults=_DEFAULTS)
     kind = "local" if options["local"] else options["trainer"]
     ctx = open_context(load_settings())
@@ -131,6 +132,8 @@ def _run_inline(ctx: Context, job_id: str) -> Job:
         if not ended(job):
             watch_job(ctx, job_id, show=True)
     except KeyboardInterrupt:  # the trainer runs in its own session (or remotely): Ctrl-C must stop it too
+        from hubferry.services import control
+
         err.print(f"interrupted: cancelling job {job_id}")
         control.cancel(ctx, job_id)
     runner.join()

@@ -22,7 +22,6 @@ per file operation (see :mod:`hubferry.hub.upload`). Tests pass ``transport=http
 from __future__ import annotations
 
 import importlib.util
-import logging
 import secrets
 import threading
 import time
@@ -190,34 +189,6 @@ def _routed_client() -> httpx2.Client:
     )
 
 
-class _Redacting(logging.Filter):
-    """Redacts tokens and signed-URL queries from huggingface_hub's records (its debug request lines
-    and retry warnings carry presigned upload URLs)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = redact(record.getMessage()), None
-        return True
-
-
-_REDACTING = _Redacting()
-
-
-def _protect_library_logs() -> None:
-    """Put the redacting filter on huggingface_hub's loggers and handlers (idempotent).
-
-    A filter on the ``huggingface_hub`` logger alone misses records of its child loggers (filters
-    of a logger apply to records created on it, not to propagated ones), hence every child too.
-    """
-    root = logging.getLogger("huggingface_hub")
-    targets: list[logging.Filterer] = [root, *root.handlers]
-    for name, item in list(logging.root.manager.loggerDict.items()):
-        if name.startswith("huggingface_hub.") and isinstance(item, logging.Logger):
-            targets.append(item)
-    for target in targets:
-        if _REDACTING not in target.filters:
-            target.addFilter(_REDACTING)
-
-
 def install() -> None:
     """Make huggingface_hub send through hubferry's router (idempotent; re-done if someone replaced it)."""
     global _installed
@@ -226,7 +197,6 @@ def install() -> None:
         if not _installed or not isinstance(get_session(), _RoutedClient):
             set_client_factory(_routed_client)
             _installed = True
-        _protect_library_logs()
 
 
 def last_answer() -> Answer | None:

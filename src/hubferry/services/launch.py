@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import pwd
 import json
 import shlex
 from collections.abc import Mapping
@@ -19,20 +17,11 @@ from hubferry.logs import get_logger, redact
 from hubferry.secrets.hub_credentials import job_owner
 from hubferry.services import credentials
 from hubferry.services.context import Context
+from hubferry.services.identity import default_owner
 from hubferry.services.ports import HubTarget
 from hubferry.services.training import PASSED_ENV, SECRET_COMMAND
 
 log = get_logger(__name__)
-
-
-def default_owner() -> str:
-    """The owner of jobs submitted from this machine in the embedded single-user mode: the OS account
-    running the process (from the uid, never from LOGNAME/USER, which anyone can set)."""
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        raise ValidationError(f"the uid {os.getuid()} has no account name", field="owner",
-                              hint="run hubferry as a user with an entry in /etc/passwd") from None
 
 
 @dataclass(frozen=True)

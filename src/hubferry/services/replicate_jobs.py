@@ -14,7 +14,8 @@ from hubferry.errors import ValidationError
 from hubferry.logs import get_logger
 from hubferry.services import credentials
 from hubferry.services.context import Context
-from hubferry.services.launch import default_owner, record_job, target_repo
+from hubferry.services.identity import default_owner
+from hubferry.services.launch import record_job, target_repo
 from hubferry.trainers import replicate_inputs
 from hubferry.trainers.replicate_api import ReplicateApi, connect
 
