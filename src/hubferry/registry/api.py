@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from . import storage
 from .auth import require_user, require_write
-from .bodies import CreateRepo, CreateTag, DeleteRepo, PathsInfo, StartingPoint
+from .bodies import CreateRepo, CreateTag, DeleteRepo, PathsInfo, RepoSettings, StartingPoint
 from .context import RegistryContext, base_url, caller, context, param, repo_type
 from .gitobjects import lfs_pointer
 from .httperrors import HubHTTPError, entry_not_found, repo_not_found
@@ -294,6 +294,20 @@ def delete_branch(request: Request, rtype: str, ns: str, name: str, branch: str)
     repo = ctx.repos.writable(caller(request), repo_type(rtype), param(ns), param(name))
     ctx.repos.delete_ref(repo, param(branch), "branch")
     return {}
+
+
+@router.put(REPO + "/settings")
+def update_settings(
+    request: Request, rtype: str, ns: str, name: str, body: Annotated[RepoSettings, Depends(json_body(RepoSettings))],
+) -> dict[str, Any]:
+    """Change a repo's visibility (its owner only)."""
+    ctx = context(request)
+    repo = ctx.repos.writable(caller(request), repo_type(rtype), param(ns), param(name))
+    private = body.private if body.visibility is None else body.visibility == "private"
+    if private is None:
+        raise HubHTTPError(400, "nothing to change: send {\"visibility\": \"public\" or \"private\"}")
+    ctx.repos.set_private(repo, private)
+    return {"private": private}
 
 
 @router.post(REPO + "/tag/{rev}")

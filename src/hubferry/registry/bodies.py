@@ -55,6 +55,13 @@ class StartingPoint(Body):
     startingPoint: Name | None = None  # noqa: N815 - the Hub's field name
 
 
+class RepoSettings(Body):
+    """``update_repo_settings``: visibility (``private`` is the older spelling); gating is not supported."""
+
+    visibility: Literal["public", "private"] | None = None
+    private: bool | None = None
+
+
 class CreateTag(Body):
     tag: Name
     message: str | None = None

@@ -194,6 +194,10 @@ class RepoStore:
             conn.execute(insert(storage.refs).values(repo_id=pk, name=DEFAULT_BRANCH, kind="branch", commit_oid=oid))
         return repo, True
 
+    def set_private(self, repo: Repo, private: bool) -> None:
+        with storage.writing(self.engine) as conn:
+            conn.execute(update(storage.repos).where(storage.repos.c.id == repo.pk).values(private=private))
+
     def delete(self, repo: Repo) -> None:
         with storage.writing(self.engine) as conn:
             conn.execute(delete(storage.entries).where(storage.entries.c.repo_id == repo.pk))
