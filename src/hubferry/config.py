@@ -78,14 +78,12 @@ class Settings(BaseSettings):
     #: Commit batching: the Hub advises < 100 files per commit and times commits out at 60 s.
     commit_max_files: int = Field(default=100, ge=1)
     commit_max_regular_bytes: int = Field(default=100 * MiB, ge=1)
-    #: Bytes handed to one preupload call (a group always holds enough large files to upload in parallel).
+    #: Bytes of small files handed to one preupload call (each large file gets a call of its own).
     preupload_group_bytes: int = Field(default=4 * 1024 * MiB, ge=1)
     #: Regular (non-LFS) files above this go through LFS, as the Hub requires.
     regular_file_limit: int = Field(default=10 * MiB, ge=0)
     #: Files above this are refused before upload (the Hub's per-file limit).
     max_file_size: int = Field(default=50 * GB, ge=1)
-    #: Text files above this are not scanned for secrets.
-    secret_scan_max_bytes: int = Field(default=10 * MiB, ge=0)
 
     #: Where ``hubferry serve`` is reachable from outside (trainers fetch staged files and providers
     #: deliver webhooks there); unset: no webhooks, and the ``local`` staging cannot be used.

@@ -199,3 +199,17 @@ def test_redaction_masks_token_shapes_and_signed_queries():
 
     text = "python train.py --hf_token hf_" + "a" * 34 + " --r r8_" + "B" * 37 + " http://h/lfs/x?sig=1&exp=2"
     assert redact(text) == "python train.py --hf_token hf_*** --r r8_*** http://h/lfs/x?<redacted>"
+
+
+def test_names_are_published_in_nfc_and_two_spellings_of_one_name_are_refused(tmp_path):
+    import unicodedata
+
+    from hubferry.errors import ValidationError
+    from hubferry.hub import selection
+
+    nfd = unicodedata.normalize("NFD", "café.txt")
+    (tmp_path / nfd).write_text("x")
+    assert [s.path_in_repo for s in selection.select(tmp_path)] == [unicodedata.normalize("NFC", "café.txt")]
+    (tmp_path / unicodedata.normalize("NFC", "café.txt")).write_text("y")
+    with pytest.raises(ValidationError, match="NFC"):
+        selection.select(tmp_path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import unicodedata
 import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -155,8 +156,14 @@ class _Walk:
                 self.problems.append((rel, f"{rel} is not a regular file (a socket, FIFO or device)"))
 
     def add(self, rel: str, real: Path, st: os.stat_result) -> None:
+        # The Hub (and the built-in registry) store names in NFC: a macOS (NFD) name is published as NFC,
+        # and two local names that are one name in NFC cannot both be published.
+        name = unicodedata.normalize("NFC", rel)
+        if any(item.path_in_repo == name for item in self.selected):
+            self.problems.append((rel, f"{rel} and another file have the same name in Unicode NFC form"))
+            return
         source = real.relative_to(self.root).as_posix()
-        self.selected.append(Selected(rel, self.root, source, _identity(st)))
+        self.selected.append(Selected(name, self.root, source, _identity(st)))
 
 
 def select(
