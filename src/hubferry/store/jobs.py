@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from hubferry.domain import jobs as domain
 from hubferry.domain.jobs import ErrorInfo, EventKind, Job, JobEvent, JobState, StageProgress
 from hubferry.errors import ValidationError
+from hubferry.store import progress_history
 from hubferry.store.database import utcnow, write_transaction
 from hubferry.store.tables import job_events, jobs, publishes, webhook_deliveries
 
@@ -143,6 +144,7 @@ class JobStore:
         Returns:
             ``False`` when the job is gone or no longer active (a late report is dropped).
         """
+        now = self.clock()
         values = {
             "stage": progress.stage,
             "percent": progress.percent,
@@ -150,11 +152,13 @@ class JobStore:
             "total_steps": progress.total_steps,
             "loss": progress.loss,
             "eta_seconds": progress.eta_seconds,
-            "updated_at": self.clock(),
+            "updated_at": now,
         }
         active = [s.value for s in domain.ACTIVE_STATES]
         with write_transaction(self.engine) as conn:
             result = conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.state.in_(active)).values(**values))
+            if result.rowcount == 1:  # also a point of the job's progress history (its loss curve)
+                progress_history.record(conn, job_id, progress, now=now)
         return result.rowcount == 1
 
     def claim_observation(self, job_id: str, *, stale_after: timedelta) -> bool:
