@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from hubferry.api import auth, v1_secrets
 from hubferry.api.staging import staging_router
 from hubferry.api.webhooks import webhook_router
 from hubferry.errors import HubferryError, ValidationError
@@ -38,6 +39,8 @@ def create_app(ctx: Context, *, run_consumer: bool = True) -> FastAPI:
     _offline_docs(app)
     app.include_router(webhook_router(ctx))
     app.include_router(staging_router(ctx.settings))
+    app.state.authenticate = auth.install(app, ctx)
+    app.include_router(v1_secrets.secrets_router(ctx))
 
     @app.exception_handler(HubferryError)
     async def _error(_request: Request, exc: HubferryError) -> JSONResponse:

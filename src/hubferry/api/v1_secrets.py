@@ -1,0 +1,173 @@
+"""``/api/v1/secrets``: the caller's own Hub tokens (one per endpoint), Replicate token and RunPod key.
+
+A value is checked before it is stored (Hub: whoami at that endpoint; Replicate: its account),
+kept encrypted in the vault, and never returned: answers say only that it is set, whose it is, its
+last four characters and when it was checked. There is no route to anyone else's secrets, admins
+included; deleting what you do not have is a 404.
+
+- ``GET /api/v1/secrets`` -> ``{"hub": [{endpoint, username, last4, checked_at}],
+  "replicate": {set, username, last4, checked_at}, "runpod": {set, last4, updated_at}}``
+- ``PUT /api/v1/secrets/hub`` ``{"endpoint", "token"}``; ``DELETE /api/v1/secrets/hub?endpoint=URL``
+- ``PUT /api/v1/secrets/replicate`` ``{"token"}``; ``DELETE /api/v1/secrets/replicate``
+- ``PUT /api/v1/secrets/runpod`` ``{"token"}`` (not checked yet); ``DELETE /api/v1/secrets/runpod``
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Protocol
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BaseModel, Field
+
+from hubferry.api.errors import ApiError, not_found
+from hubferry.api.principal import Principal, current_principal
+from hubferry.config import Settings
+from hubferry.errors import HubferryError, PermanentError
+from hubferry.logs import get_logger, redact, register_secret
+from hubferry.secrets.hub_credentials import HubCredential, normalise_endpoint
+from hubferry.services.context import Context
+from hubferry.services.credentials import REPLICATE_TOKEN
+from hubferry.services.ports import HubTarget
+from hubferry.trainers import replicate_api
+
+#: Vault names of the other per-user secrets.
+REPLICATE_USERNAME = "replicate_username"
+RUNPOD_API_KEY = "runpod_api_key"
+#: Values shorter than this show no last characters (four of a short value give too much away).
+MIN_CHARS_FOR_LAST4 = 16
+#: A route parameter of this type is the authenticated caller (401 without one).
+Caller = Annotated[Principal, Depends(current_principal)]
+
+log = get_logger(__name__)
+
+
+class ReplicateAccount(Protocol):
+    def whoami(self) -> str: ...
+
+
+class HubTokenIn(BaseModel):
+    endpoint: str = Field(min_length=1, max_length=2000, description="The Hub's URL, e.g. https://huggingface.co.")
+    token: str = Field(min_length=1, max_length=4096, repr=False)
+
+
+class TokenIn(BaseModel):
+    token: str = Field(min_length=1, max_length=4096, repr=False)
+
+
+def _last4(value: str) -> str | None:
+    return value[-4:] if len(value) >= MIN_CHARS_FOR_LAST4 else None
+
+
+def _hub_view(credential: HubCredential) -> dict[str, Any]:
+    return {"endpoint": credential.endpoint, "username": credential.username, "last4": _last4(credential.token),
+            "checked_at": credential.updated_at or None}
+
+
+def valid_endpoint(endpoint: str) -> str:
+    """The normalised Hub endpoint, if it is an http(s) URL with a host and nothing after the path.
+
+    Raises:
+        ApiError: 422 naming ``endpoint``.
+    """
+    parts = urlsplit(endpoint.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username is not None \
+            or parts.password is not None or parts.query or parts.fragment:
+        raise ApiError(422, "the endpoint must be an http(s) URL such as https://huggingface.co", field="endpoint",
+                       hint="no user name, password, query or fragment in it")
+    return normalise_endpoint(endpoint)
+
+
+def _checked(check: Callable[[], Any], what: str) -> Any:
+    """Run a token check; a refusal is a 422 naming ``token``, anything else names what failed."""
+    try:
+        return check()
+    except PermanentError as exc:
+        if exc.category == "authentication" or exc.context.get("status") in (401, 403):
+            raise ApiError(422, f"{what} did not accept this token: {redact(exc.message)}", field="token",
+                           hint="check that it was copied whole and is still valid; nothing was stored") from None
+        raise ApiError(422, f"could not check the token with {what}: {redact(exc.message)}", field="endpoint",
+                       hint=redact(exc.hint) or "nothing was stored") from None
+    except HubferryError as exc:
+        raise ApiError(502, f"could not reach {what} to check the token: {redact(exc.message)}",
+                       category=exc.category, hint="try again later; nothing was stored") from None
+
+
+def secrets_router(ctx: Context, *,
+                   replicate: Callable[[Settings, str], ReplicateAccount] = replicate_api.connect) -> APIRouter:
+    """The secrets routes over ``ctx``'s vault; ``replicate`` builds the client that checks Replicate tokens."""
+    router = APIRouter(prefix="/api/v1/secrets", tags=["secrets"])
+    credentials, vault = ctx.credentials, ctx.credentials.vault
+
+    def view(owner: str) -> dict[str, Any]:
+        entries = {e.name: e.updated_at for e in vault.entries(owner)}
+        replicate_token = vault.get(owner, REPLICATE_TOKEN) if REPLICATE_TOKEN in entries else None
+        runpod_key = vault.get(owner, RUNPOD_API_KEY) if RUNPOD_API_KEY in entries else None
+        return {
+            "hub": [_hub_view(c) for c in credentials.list(owner)],
+            "replicate": {"set": replicate_token is not None,
+                          "username": vault.get(owner, REPLICATE_USERNAME) if replicate_token else None,
+                          "last4": _last4(replicate_token) if replicate_token else None,
+                          "checked_at": entries.get(REPLICATE_TOKEN)},
+            "runpod": {"set": runpod_key is not None, "last4": _last4(runpod_key) if runpod_key else None,
+                       "updated_at": entries.get(RUNPOD_API_KEY)},
+        }
+
+    @router.get("", summary="Your stored secrets (never their values)")
+    def list_secrets(principal: Caller) -> dict[str, Any]:
+        return view(principal.name)
+
+    @router.put("/hub", summary="Store your token for a Hub endpoint (checked with whoami first)")
+    def put_hub_token(body: HubTokenIn, principal: Caller) -> dict[str, Any]:
+        endpoint = valid_endpoint(body.endpoint)
+        register_secret(body.token)
+        identity = _checked(lambda: ctx.publisher.identify(HubTarget(endpoint, body.token)), f"the Hub at {endpoint}")
+        if identity.role == "read":
+            raise ApiError(422, f"this token of {identity.name} is read-only: publishing needs write access",
+                           field="token", hint=f"create a token with the write role at {endpoint}/settings/tokens")
+        credentials.set(principal.name, endpoint, body.token, identity.name)
+        log.info("hub token stored", owner=principal.name, endpoint=endpoint, username=identity.name)
+        stored = next(c for c in credentials.list(principal.name) if c.endpoint == endpoint)
+        return _hub_view(stored)
+
+    @router.delete("/hub", status_code=204, summary="Forget your token for a Hub endpoint")
+    def delete_hub_token(principal: Caller, endpoint: Annotated[str, Query(max_length=2000)]) -> Response:
+        where = valid_endpoint(endpoint)
+        if not credentials.delete(principal.name, where):
+            raise not_found(f"a Hub token for {where}")
+        log.info("hub token deleted", owner=principal.name, endpoint=where)
+        return Response(status_code=204)
+
+    @router.put("/replicate", summary="Store your Replicate token (checked with Replicate first)")
+    def put_replicate_token(body: TokenIn, principal: Caller) -> dict[str, Any]:
+        register_secret(body.token)
+        username = _checked(lambda: replicate(ctx.settings, body.token).whoami(), "Replicate")
+        vault.set(principal.name, REPLICATE_TOKEN, body.token)
+        vault.set(principal.name, REPLICATE_USERNAME, str(username))
+        log.info("replicate token stored", owner=principal.name, username=username)
+        return view(principal.name)["replicate"]
+
+    @router.put("/runpod", summary="Store your RunPod API key (not checked yet)")
+    def put_runpod_key(body: TokenIn, principal: Caller) -> dict[str, Any]:
+        vault.set(principal.name, RUNPOD_API_KEY, body.token)
+        log.info("runpod key stored", owner=principal.name)
+        return view(principal.name)["runpod"]
+
+    def delete_named(owner: str, *names: str) -> Response:
+        if not vault.delete(owner, names[0]):
+            raise not_found(f"a stored {names[0]}")
+        for name in names[1:]:
+            vault.delete(owner, name)
+        log.info("secret deleted", owner=owner, name=names[0])
+        return Response(status_code=204)
+
+    @router.delete("/replicate", status_code=204, summary="Forget your Replicate token")
+    def delete_replicate_token(principal: Caller) -> Response:
+        return delete_named(principal.name, REPLICATE_TOKEN, REPLICATE_USERNAME)
+
+    @router.delete("/runpod", status_code=204, summary="Forget your RunPod API key")
+    def delete_runpod_key(principal: Caller) -> Response:
+        return delete_named(principal.name, RUNPOD_API_KEY)
+
+    return router
