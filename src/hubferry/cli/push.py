@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
@@ -39,7 +39,7 @@ class PushBar:
         self._progress.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self._progress.__exit__(*exc)
 
     def fields(self, event: PushProgress) -> dict[str, str]:
@@ -58,8 +58,10 @@ class PushBar:
         fields = self.fields(event)
         total = event.bytes_total or None
         if self._task is None:
-            self._task = self._progress.add_task(description, total=total, **fields)
-        self._progress.update(self._task, description=description, completed=event.bytes_done, total=total, **fields)
+            self._task = self._progress.add_task(
+                description, total=total, sizes=fields["sizes"], rate=fields["rate"], left=fields["left"])
+        self._progress.update(self._task, description=description, completed=event.bytes_done, total=total,
+                              sizes=fields["sizes"], rate=fields["rate"], left=fields["left"])
 
 
 def push(

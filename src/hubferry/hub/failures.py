@@ -14,6 +14,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
+from typing import Any, cast
 
 import httpx2
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError
@@ -175,10 +176,12 @@ def classify(exc: BaseException, *, what: str, endpoint: str, **context: object)
         **context: ``attempt``, ``elapsed_s``, ``repo_id`` ... kept on the error.
     """
     if isinstance(exc, HFValidationError):
-        return ValidationError(f"{what}: {exc}", **context, hint="fix the repo id (letters, digits, - _ .)")
+        return ValidationError(f"{what}: {exc}", hint="fix the repo id (letters, digits, - _ .)",
+                               **cast(dict[str, Any], context))
     if isinstance(exc, ValueError) and "README.md" in str(exc):
         return ValidationError(
-            f"{what}: {redact(str(exc))}", **context, hint="fix the YAML metadata block of README.md",
+            f"{what}: {redact(str(exc))}", hint="fix the YAML metadata block of README.md",
+            **cast(dict[str, Any], context),
         )
     cause = _cause(exc)
     if isinstance(cause, HubferryError):

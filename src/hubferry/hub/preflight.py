@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HFValidationError
-from huggingface_hub.hf_api import DatasetInfo, ModelInfo
+from huggingface_hub.hf_api import DatasetInfo, ModelInfo, SpaceInfo
 from huggingface_hub.utils import validate_repo_id
 
 from hubferry.errors import PermanentError, ValidationError
@@ -87,12 +87,12 @@ def check_write_access(api: HfApi, namespace: str, policy: retry.RetryPolicy) ->
 
 def existing_repo(
     api: HfApi, repo_id: str, repo_type: str, policy: retry.RetryPolicy,
-) -> ModelInfo | DatasetInfo | None:
+) -> ModelInfo | DatasetInfo | SpaceInfo | None:
     """The repo as the Hub describes it, or None when it does not exist (or is invisible to the token)."""
 
-    def read() -> ModelInfo | DatasetInfo | None:
+    def read() -> ModelInfo | DatasetInfo | SpaceInfo | None:
         try:
-            return api.repo_info(repo_id, repo_type=repo_type)
+            return cast(ModelInfo | DatasetInfo | SpaceInfo, api.repo_info(repo_id, repo_type=repo_type))
         except Exception as exc:
             response = getattr(exc, "response", None)
             if getattr(response, "status_code", None) == 404:

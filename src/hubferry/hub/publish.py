@@ -18,7 +18,7 @@ from hubferry.hub import manifest, preflight, retry, secret_scan
 from hubferry.hub.client import HubClients
 from hubferry.hub.manifest import LocalFile, Selected
 from hubferry.hub.progress import ProgressCallback, PushProgress, format_size, ignore
-from hubferry.hub.upload import Ready, Uploader
+from hubferry.hub.upload import Pending, Ready, Uploader
 from hubferry.hub.verify import verify
 from hubferry.logs import get_logger
 
@@ -182,7 +182,9 @@ def publish(
             progress=progress, bytes_total=bytes_total, files_total=len(ready) + len(ahead.pending),
             xet=clients.use_xet(endpoint), before_commit=ahead.finished,
         )
-        entries = sorted([*(Ready(f) for f in ready), *ahead.pending], key=lambda e: e.path_in_repo)
+        entries: list[Pending] = [Ready(f) for f in ready]
+        entries += ahead.pending
+        entries.sort(key=lambda e: e.path_in_repo)
         try:
             result = uploader.run(entries, message or f"Upload {folder.name} with hubferry")
         except manifest.SecretsFound as found:

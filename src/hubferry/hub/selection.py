@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import unicodedata
 import stat
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Protocol
+from typing import BinaryIO, Protocol, cast
 
 from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.lfs import UploadInfo
@@ -52,8 +52,11 @@ class UploadResult:
 class Pending(Protocol):
     """A file to upload whose hash may still be being computed."""
 
-    path_in_repo: str
-    size: int
+    @property
+    def path_in_repo(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
 
     def result(self) -> LocalFile: ...
 
@@ -347,7 +350,7 @@ class Uploader:
             still_selected(f.source)  # hf_xet opens the path itself
             op.path_or_fileobj = str(f.local_path)  # a path lets huggingface_hub use Xet ...
         elif f.content is None:
-            op.path_or_fileobj = SourceFile(f, self.stop)  # ... a file object makes it use plain LFS
+            op.path_or_fileobj = cast(BinaryIO, SourceFile(f, self.stop))  # ... a file object: plain LFS
         op.upload_info = UploadInfo(size=f.size, sample=f.sample, sha256=bytes.fromhex(f.sha256))
         return op
 
@@ -394,7 +397,7 @@ class Uploader:
                 self._in_flight.pop(f.path_in_repo, None)
                 self._finished += f.size
             if mode == "regular" and isinstance(op.path_or_fileobj, str):
-                op.path_or_fileobj = SourceFile(f, self.stop)  # the commit reads it: never through a link
+                op.path_or_fileobj = cast(BinaryIO, SourceFile(f, self.stop))  # the commit reads it: no links
 
     def _head(self) -> str:
         info = self._call(

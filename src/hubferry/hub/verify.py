@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from huggingface_hub import HfApi
 from huggingface_hub.hf_api import RepoFile
 
@@ -23,7 +25,7 @@ def fetch_remote(
     for start in range(0, len(paths), PATHS_PER_CALL):
         chunk = paths[start : start + PATHS_PER_CALL]
         entries = retry.call(
-            lambda chunk=chunk: api.get_paths_info(repo_id, chunk, repo_type=repo_type, revision=revision),
+            functools.partial(api.get_paths_info, repo_id, chunk, repo_type=repo_type, revision=revision),
             what="read back file hashes", endpoint=api.endpoint, policy=policy, repo_id=repo_id,
         )
         remote.update({e.path: e for e in entries if isinstance(e, RepoFile)})
