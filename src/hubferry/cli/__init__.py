@@ -54,6 +54,8 @@ def _register() -> None:
     app.add_typer(jobs.jobs_app, name="jobs")
     app.add_typer(logs_cmd.logs_app, name="logs")
     app.add_typer(secrets.secrets_app, name="secrets")
+    from hubferry.cli import users
+    app.add_typer(users.users_app, name="users")
     from hubferry.cli.dataset import dataset_app
     app.add_typer(dataset_app, name="dataset", help="Check and pack training images into a dataset zip.")
     app.add_typer(adopt.adopt_app, name="adopt")
