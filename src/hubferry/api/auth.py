@@ -114,9 +114,9 @@ def vault_session_key(vault: Vault) -> Callable[[], bytes]:
     return load
 
 
-def _origin(url: str, default_scheme: str = "") -> tuple[str, str, int] | None:
+def _origin(url: str) -> tuple[str, str, int] | None:
     """``(scheme, host, port)`` of an origin or URL, the port made explicit; None if it is none."""
-    parts = urlsplit(url if "://" in url else f"{default_scheme}://{url}")
+    parts = urlsplit(url)
     try:
         port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
     except ValueError:
@@ -126,11 +126,12 @@ def _origin(url: str, default_scheme: str = "") -> tuple[str, str, int] | None:
     return parts.scheme, parts.hostname.lower(), port
 
 
-def cross_site(headers: dict[str, str], public_url: str | None) -> str | None:
+def cross_site(headers: dict[str, str], scheme: str, public_url: str | None) -> str | None:
     """Why a state-changing request looks sent by another site's page (None when it does not).
 
     Args:
         headers: the request headers, names lower-case.
+        scheme: the request's scheme (``https`` behind a proxy only when uvicorn trusts its headers).
         public_url: where the server is reachable (``HUBFERRY_PUBLIC_URL``), if set.
     """
     sent = headers.get("origin") or headers.get("referer")
@@ -144,7 +145,7 @@ def cross_site(headers: dict[str, str], public_url: str | None) -> str | None:
     if public_url and origin == _origin(public_url):
         return None
     host = headers.get("host")
-    if host and origin == _origin(host, default_scheme=origin[0]):
+    if host and origin == _origin(f"{scheme}://{host}"):
         return None
     return f"it comes from {origin[0]}://{origin[1]}:{origin[2]}, which is not this server"
 
@@ -217,15 +218,15 @@ class RequestGuard:
             return
         request = Request(scope)
         headers = {k.lower(): v for k, v in request.headers.items()}
-        reason = cross_site(headers, self.auth.settings.public_url)
+        reason = cross_site(headers, scope["scheme"], self.auth.settings.public_url)
         if reason is not None:
             log.warning("cross-site request refused", method=scope["method"], path=scope["path"], reason=reason)
             await error_response(403, f"cross-site request refused: {reason}", hint=(
                 "send it from this server's pages; if this is the server's address, set HUBFERRY_PUBLIC_URL to it"
             ))(scope, receive, send)
             return
-        session_id = None if "authorization" in headers or scope["path"] == SIGN_IN_PATH \
-            else self.auth.session_id(request)
+        signing_in = scope["method"] == "POST" and scope["path"] == SIGN_IN_PATH
+        session_id = None if "authorization" in headers or signing_in else self.auth.session_id(request)
         if session_id is not None:
             sent = headers.get(CSRF_HEADER)
             if sent is None and headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
