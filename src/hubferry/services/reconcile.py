@@ -8,6 +8,7 @@ from datetime import timedelta
 from hubferry.domain.jobs import ErrorInfo, EventKind, JobState
 from hubferry.logs import get_logger
 from hubferry.services.context import Context
+from hubferry.services.remote import REMOTE_KINDS
 from hubferry.trainers import RunStatus
 
 log = get_logger(__name__)
@@ -59,8 +60,8 @@ def _fail_orphaned_trainings(ctx: Context, now) -> int:
     """
     failed = 0
     for job in ctx.jobs.list_jobs(states=[JobState.TRAINING], updated_before=now - ORPHAN_GRACE, limit=1000):
-        if not job.trainer_handle:
-            continue
+        if not job.trainer_handle or job.trainer in REMOTE_KINDS:
+            continue  # a remote run outlives any worker; its polls (services/remote.py) follow it
         seen = ctx.trainer_for(job.trainer).poll(job.trainer_handle)
         if seen.status is not RunStatus.LOST:
             continue

@@ -99,6 +99,7 @@ def _succeeded(ctx: Context, job: Job) -> None:
     output = Path(job.output_dir)
     started = time.monotonic()
     if not (output.is_dir() and any(output.iterdir())):
+        output.parent.mkdir(parents=True, exist_ok=True)  # an adopted job never ran ``start``, which makes it
         scratch = output.parent / f".{output.name}.{uuid.uuid4().hex[:8]}"
         try:
             fetched = ctx.trainer_for(job.trainer).fetch_outputs(job.trainer_handle, scratch)

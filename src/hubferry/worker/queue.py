@@ -16,8 +16,9 @@ from hubferry.config import Settings
 from hubferry.logs import get_logger
 
 log = get_logger(__name__)
-#: Longest pause between queue polls of an idle consumer (Huey's default of 10 s delays publishes).
-CONSUMER_MAX_POLL_S = 1.0
+#: Longest pause between queue polls of an idle consumer (Huey's default of 10 s delays publishes; a
+#: completed webhook's read, queued here, must start well within the 1 s promised for publishing).
+CONSUMER_MAX_POLL_S = 0.5
 
 
 def make_huey(settings: Settings) -> Huey:
