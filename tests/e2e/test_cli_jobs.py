@@ -15,9 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 from huggingface_hub import HfApi
 
+from hubferry.accounts.testing import TestUsers
 from hubferry.api.app import create_app
 from hubferry.config import load_settings
 from hubferry.services.context import open_context
+from hubferry.services.identity import default_owner
 
 ROOT = Path(__file__).parents[2]
 FAKE = str(ROOT / "tests" / "fixtures" / "fake_trainer.py")
@@ -137,17 +139,23 @@ def test_api_lists_and_shows_jobs(env, tmp_path, monkeypatch):
                        sys.executable, FAKE, "--output", str(out), "--steps", "3", env=env)
     job_id = one_json_line(created.stdout)["id"]
     ctx = open_context(load_settings())
-    with TestClient(create_app(ctx, run_consumer=False)) as client:
-        assert client.get("/api/health").json() == {"status": "ok"}
-        assert [j["id"] for j in client.get("/api/jobs").json()["jobs"]] == [job_id]
-        job = client.get(f"/api/jobs/{job_id}").json()
+    app = create_app(ctx, run_consumer=False)
+    users = TestUsers(ctx.jobs.engine)
+    # The CLI's jobs belong to the OS account: its user of the same name sees them, another user does not.
+    with users.token_client(app, default_owner()) as client, users.token_client(app, "stranger") as stranger:
+        assert TestClient(app).get("/api/health").json() == {"status": "ok"}
+        assert TestClient(app).get("/api/v1/jobs").status_code == 401
+        assert [j["id"] for j in client.get("/api/v1/jobs").json()["jobs"]] == [job_id]
+        job = client.get(f"/api/v1/jobs/{job_id}").json()
         assert job["state"] == "published" and job["timeline"]
-        missing = client.get("/api/jobs/job_nope")
+        missing = client.get("/api/v1/jobs/job_nope")
         assert missing.status_code == 404 and missing.json()["error"]["category"] == "validation"
-        refused = client.post(f"/api/jobs/{job_id}/retry")
-        assert refused.status_code == 400 and "already published" in refused.json()["error"]["message"]
-        assert "/api/jobs/{job_id}" in client.get("/openapi.json").json()["paths"]
-        assert env["HF_TOKEN"] not in json.dumps(client.get(f"/api/jobs/{job_id}").json())
+        refused = client.post(f"/api/v1/jobs/{job_id}/retry")
+        assert refused.status_code == 409 and "already published" in refused.json()["error"]["message"]
+        assert "/api/v1/jobs/{job_id}" in client.get("/openapi.json").json()["paths"]
+        assert env["HF_TOKEN"] not in json.dumps(client.get(f"/api/v1/jobs/{job_id}").json())
+        assert stranger.get("/api/v1/jobs").json()["jobs"] == []
+        assert stranger.get(f"/api/v1/jobs/{job_id}").status_code == 404
 
 
 @pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="the train extra is not installed")
@@ -164,10 +172,15 @@ def test_the_example_lora_trains_and_publishes_through_the_cli(env, tmp_path, re
 
 
 def test_serve_runs_the_api_and_an_in_process_worker(env, tmp_path):
+    import urllib.error
     import urllib.request
 
     from hubferry.testing import free_port
 
+    owner = default_owner()
+    created = hubferry("users", "create", owner, "--token", "--json", env=env)
+    assert created.returncode == 0, created.stderr
+    auth = {"Authorization": f"Bearer {one_json_line(created.stdout)['token']}"}
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "hubferry", "serve", "--port", str(port)], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -188,7 +201,11 @@ def test_serve_runs_the_api_and_an_in_process_worker(env, tmp_path):
         assert result.returncode == 0, result.stderr
         assert "queued for the workers" in result.stderr
         job_id = one_json_line(result.stdout)["id"]
-        with urllib.request.urlopen(f"{base}/api/jobs/{job_id}", timeout=5) as response:
+        with pytest.raises(urllib.error.HTTPError) as anonymous:
+            urllib.request.urlopen(f"{base}/api/v1/jobs/{job_id}", timeout=5)
+        assert anonymous.value.code == 401
+        request = urllib.request.Request(f"{base}/api/v1/jobs/{job_id}", headers=auth)
+        with urllib.request.urlopen(request, timeout=5) as response:
             job = json.loads(response.read())
         assert job["state"] == "published" and job["commit_sha"]
     finally:

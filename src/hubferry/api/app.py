@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from hubferry.api import auth, v1_secrets
+from hubferry.api import auth, v1_datasets, v1_events, v1_jobs, v1_secrets
 from hubferry.api.staging import staging_router
 from hubferry.api.webhooks import webhook_router
 from hubferry.errors import HubferryError, ValidationError
-from hubferry.services import control, remote
 from hubferry.services.context import Context
-from hubferry.services.views import job_dict
 
 #: Status codes for errors crossing the API.
 _STATUS: dict[type[HubferryError], int] = {ValidationError: 400}
@@ -51,22 +48,9 @@ def create_app(ctx: Context, *, run_consumer: bool = True) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/api/jobs")
-    def list_jobs(limit: int = 50) -> dict[str, Any]:
-        return {"jobs": [job_dict(j) for j in ctx.jobs.list_jobs(limit=min(limit, 500))]}
-
-    @app.get("/api/jobs/{job_id}")
-    def get_job(job_id: str) -> dict[str, Any]:
-        return job_dict(remote.refresh(ctx, job_id), ctx.jobs.events(job_id))
-
-    @app.post("/api/jobs/{job_id}/cancel")
-    def cancel_job(job_id: str) -> dict[str, Any]:
-        return job_dict(control.cancel(ctx, job_id))
-
-    @app.post("/api/jobs/{job_id}/retry")
-    def retry_job(job_id: str) -> dict[str, Any]:
-        return job_dict(control.retry(ctx, job_id))
-
+    app.include_router(v1_jobs.jobs_router(ctx))
+    app.include_router(v1_events.events_router(ctx))
+    app.include_router(v1_datasets.datasets_router(ctx))
     return app
 
 
