@@ -24,8 +24,8 @@ def app(ctx):
 
 
 @pytest.fixture
-def users(ctx):
-    return TestUsers(ctx.jobs.engine)
+def users(app):
+    return TestUsers.of(app)
 
 
 def error_of(response):

@@ -25,8 +25,8 @@ def app(ctx):
 
 
 @pytest.fixture
-def users(ctx):
-    return TestUsers(ctx.jobs.engine)
+def users(app):
+    return TestUsers.of(app)
 
 
 def test_a_hub_token_is_checked_with_whoami_then_stored_with_its_username(app, ctx, users, registry, alice_token):

@@ -35,8 +35,8 @@ def app(ctx):
 
 
 @pytest.fixture
-def users(ctx):
-    return TestUsers(ctx.jobs.engine)
+def users(app):
+    return TestUsers.of(app)
 
 
 def token_count(ctx, users, name="alice"):
@@ -107,7 +107,7 @@ def test_every_state_changing_request_from_another_origin_is_refused_even_with_a
 def test_same_origin_and_public_url_requests_pass(tmp_path, users):
     app = create_app(open_context(Settings(home=tmp_path / "h", public_url="https://ferry.example")),
                      run_consumer=False)
-    users = TestUsers(app.state.authenticate.accounts.store.engine)
+    users = TestUsers.of(app)
     client = users.token_client(app, "alice")
     for headers in ({"Origin": "http://testserver"}, {"Origin": "https://ferry.example"},
                     {"Origin": "https://ferry.example:443"}, {"Referer": "http://testserver/settings"},

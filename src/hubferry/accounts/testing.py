@@ -3,7 +3,7 @@
 Typical use::
 
     app = create_app(ctx, run_consumer=False)
-    users = TestUsers(ctx.jobs.engine)
+    users = TestUsers.of(app)
     alice = users.token_client(app, "alice")        # sends alice's API token as a Bearer header
     bob = users.browser(app, "bob")                 # signed in by cookie, like the dashboard
     bob.client.post("/api/v1/tokens", headers=bob.csrf_headers)
@@ -47,6 +47,11 @@ class TestUsers:
 
     def __post_init__(self) -> None:
         self.accounts = Accounts.on(self.engine)
+
+    @classmethod
+    def of(cls, app: Any) -> TestUsers:
+        """The users of the database behind an app made by ``create_app``."""
+        return cls(app.state.authenticate.accounts.store.engine)
 
     def add(self, name: str, *, admin: bool = False) -> str:
         """Create ``name`` unless it exists; returns its password."""

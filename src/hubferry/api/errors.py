@@ -28,6 +28,7 @@ from hubferry.logs import redact
 
 #: Where a request field may come from, as FastAPI names it first in an error's ``loc``.
 _SOURCES = frozenset({"body", "query", "path", "header", "cookie"})
+_SIGN_IN_HINT = "sign in with POST /api/v1/session, or get an API token: `hubferry users token NAME`"
 
 
 def category_for(status: int) -> str:
@@ -118,7 +119,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         message = exc.detail if isinstance(exc.detail, str) else "request refused"
-        return error_response(exc.status_code, message, headers=exc.headers)
+        hint = _SIGN_IN_HINT if exc.status_code == 401 else ""
+        return error_response(exc.status_code, message, hint=hint, headers=exc.headers)
 
     async def invalid_request(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

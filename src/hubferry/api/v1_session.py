@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -28,7 +27,6 @@ from hubferry.api.auth import Authenticator
 from hubferry.api.errors import ApiError, from_error, not_found
 from hubferry.api.principal import Principal, current_principal
 from hubferry.errors import HubferryError
-from hubferry.store.accounts import ApiToken
 
 #: Largest sign-in body read.
 MAX_SIGN_IN_BYTES = 16 * 1024
@@ -44,16 +42,6 @@ class SignIn(BaseModel):
 
 class NewTokenRequest(BaseModel):
     label: str = Field("", max_length=100, description="What the token is for, e.g. 'laptop' or 'CI'.")
-
-
-def _iso(at: datetime | None) -> str | None:
-    return at.isoformat() if at else None
-
-
-def token_view(token: ApiToken) -> dict[str, Any]:
-    """What may be shown about a token: never the token."""
-    return {"id": token.id, "label": token.label, "created_at": _iso(token.created_at),
-            "last_used_at": _iso(token.last_used_at)}
 
 
 def _user_view(principal: Principal) -> dict[str, Any]:
@@ -96,7 +84,7 @@ def session_router(auth: Authenticator) -> APIRouter:
             raise from_error(exc) from None
         principal = Principal(session.user.name, session.user.is_admin, via="session")
         response: Response = RedirectResponse("/", status_code=303, headers=_NO_STORE) if is_form else JSONResponse(
-            {"user": _user_view(principal), "via": "session", "expires_at": _iso(session.expires_at),
+            {"user": _user_view(principal), "via": "session", "expires_at": session.expires_at.isoformat(),
              "csrf_token": auth.signer.csrf_token(session.secret)}, headers=_NO_STORE)
         auth.set_cookies(request, response, session)
         return response
@@ -118,7 +106,7 @@ def session_router(auth: Authenticator) -> APIRouter:
 
     @router.get("/tokens", summary="Your API tokens")
     def list_tokens(principal: Caller) -> dict[str, Any]:
-        return {"tokens": [token_view(t) for t in accounts.tokens(principal.name)]}
+        return {"tokens": [t.to_dict() for t in accounts.tokens(principal.name)]}
 
     @router.post("/tokens", status_code=201, summary="Create an API token (shown once)")
     def create_token(principal: Caller, body: NewTokenRequest | None = None) -> JSONResponse:
@@ -126,7 +114,7 @@ def session_router(auth: Authenticator) -> APIRouter:
             created = accounts.create_token(principal.name, (body or NewTokenRequest()).label)
         except HubferryError as exc:
             raise from_error(exc) from None
-        return JSONResponse({**token_view(created.record), "token": created.secret}, status_code=201,
+        return JSONResponse({**created.record.to_dict(), "token": created.secret}, status_code=201,
                             headers=_NO_STORE)
 
     @router.delete("/tokens/{token_id}", status_code=204, summary="Revoke one of your API tokens")

@@ -80,9 +80,7 @@ def list_tokens(name: NameArgument, json_output: JsonOption = False) -> None:
     """List NAME's API tokens: id, label, created, last used (never the tokens)."""
     found = _accounts().tokens(name)
     if json_output:
-        print_json({"user": name, "tokens": [
-            {"id": t.id, "label": t.label, "created_at": t.created_at.isoformat(),
-             "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None} for t in found]})
+        print_json({"user": name, "tokens": [t.to_dict() for t in found]})
         return
     if not found:
         say("No API tokens for ", name, ".")

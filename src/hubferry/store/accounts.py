@@ -85,6 +85,11 @@ class ApiToken:
     last_used_at: datetime | None
     revoked_at: datetime | None
 
+    def to_dict(self) -> dict[str, str | None]:
+        """What may be shown (CLI ``--json``, the API): never the token, nor whose (the caller knows)."""
+        return {"id": self.id, "label": self.label, "created_at": self.created_at.isoformat(),
+                "last_used_at": self.last_used_at.isoformat() if self.last_used_at else None}
+
 
 @dataclass(frozen=True)
 class Failures:
