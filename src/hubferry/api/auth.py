@@ -32,12 +32,14 @@ from urllib.parse import parse_qsl, urlsplit
 from fastapi import FastAPI, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hubferry.accounts import Accounts
+from hubferry.accounts import Accounts, validate_username
 from hubferry.api.errors import ApiError, error_response, install_error_handlers
 from hubferry.api.principal import Principal
 from hubferry.config import Settings
+from hubferry.errors import ValidationError
 from hubferry.logs import get_logger
 from hubferry.secrets.vault import Vault
+from hubferry.services.identity import default_owner
 
 if TYPE_CHECKING:
     from hubferry.accounts import NewSession
@@ -275,6 +277,15 @@ def install(app: FastAPI, ctx: Context) -> Authenticator:
     app.add_middleware(RequestGuard, authenticator=auth)
     app.include_router(session_router(auth))
     if accounts.store.count_users() == 0:
-        log.warning("no users yet: nobody can sign in. Create the first with "
-                    "`hubferry users create NAME --admin` (it prints the password once).")
+        log.warning(f"no users yet: nobody can sign in. Create the first with `hubferry users create "
+                    f"{_first_user_name()} --admin` (it prints the password once); a user named like the OS account "
+                    "owns the jobs and secrets the CLI made here.")
     return auth
+
+
+def _first_user_name() -> str:
+    """The OS account's name when it can name a user (its CLI jobs and stored secrets are then theirs)."""
+    try:
+        return validate_username(default_owner())
+    except ValidationError:
+        return "NAME"
