@@ -156,3 +156,16 @@ def test_a_token_label_that_is_too_long_is_a_422_naming_label(app, users):
     client = users.token_client(app, "alice")
     response = client.post("/api/v1/tokens", json={"label": "x" * 500})
     assert response.status_code == 422 and error_of(response)["field"] == "label"
+
+
+def test_a_server_without_users_says_how_to_create_the_first(tmp_path):
+    from structlog.testing import capture_logs
+
+    ctx = open_context(Settings(home=tmp_path))
+    with capture_logs() as empty:
+        create_app(ctx, run_consumer=False)
+    assert any("hubferry users create" in e["event"] and "--admin" in e["event"] for e in empty)
+    TestUsers(ctx.jobs.engine).add("alice")
+    with capture_logs() as populated:
+        create_app(ctx, run_consumer=False)
+    assert not any("hubferry users create" in e["event"] for e in populated)
