@@ -55,6 +55,7 @@ def test_two_threads_push_to_two_registries_with_their_own_settings(tmp_path, mo
 GUEST = textwrap.dedent("""
     import json, logging, os, sys
     import hubferry
+    import huggingface_hub.hf_api  # noqa: F401 - huggingface_hub's own logging set-up happens on its import
     from huggingface_hub import constants
     from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
 
