@@ -133,18 +133,23 @@ class Sender:
         self._allow = AllowList.parse(settings.fetch_allow_hosts)
         self._resolve = resolve
         self._clock = clock
-        self._client = httpx2.Client(
-            transport=transport or httpx2.HTTPTransport(trust_env=False, retries=0), trust_env=False,
-            follow_redirects=False, timeout=httpx2.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
-        )
+        self._transport = transport
         self._since: datetime | None = None
         #: (target id, job id) -> the job's newest timeline seq already looked at for that target.
         self._looked: dict[tuple[str, str], int] = {}
-        self._pool = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="hubferry-webhook")
-        self._in_flight = 0
-        self._lock = threading.Lock()
+        self._idle = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._open()
+
+    def _open(self) -> None:
+        self._client = httpx2.Client(
+            transport=self._transport or httpx2.HTTPTransport(trust_env=False, retries=0), trust_env=False,
+            follow_redirects=False, timeout=httpx2.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+        )
+        self._pool = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="hubferry-webhook")
+        self._in_flight = 0  # claims cancelled by a stop are sent again once their hold expires
+        self._closed = False
 
     # -- queueing ----------------------------------------------------------------------------
 
@@ -186,7 +191,7 @@ class Sender:
 
     def send_due(self) -> int:
         """Start an attempt of every due delivery this sender can take on; returns how many it started."""
-        with self._lock:
+        with self._idle:
             room = 2 * SEND_THREADS - self._in_flight
         if room <= 0:
             return 0
@@ -194,15 +199,16 @@ class Sender:
         now = self._clock()
         for delivery in self.outbox.due(now, limit=room):
             if self.outbox.claim(delivery, now=now, hold=CLAIM_HOLD):
-                with self._lock:
+                with self._idle:
                     self._in_flight += 1
                 self._pool.submit(self._attempt, delivery)
                 started += 1
         return started
 
-    def attempt(self, delivery: Delivery) -> None:
-        """Make one attempt at a claimed delivery and record its outcome (tests call it directly)."""
-        self._send_and_record(delivery)
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Wait until no attempt is in flight; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
     def _attempt(self, delivery: Delivery) -> None:
         try:
@@ -210,8 +216,9 @@ class Sender:
         except Exception:  # noqa: BLE001 - a sender thread must survive any one delivery
             log.exception("webhook delivery crashed", delivery_id=delivery.id)
         finally:
-            with self._lock:
+            with self._idle:
                 self._in_flight -= 1
+                self._idle.notify_all()
 
     def _send_and_record(self, delivery: Delivery) -> None:
         started = time.monotonic()
@@ -278,6 +285,9 @@ class Sender:
         """Scan and send every :data:`SCAN_INTERVAL_S` in a daemon thread until :meth:`stop`."""
         if self._thread is not None:
             return
+        if self._closed:
+            self._open()
+        self._stop.clear()
 
         def loop() -> None:
             while not self._stop.is_set():
@@ -297,6 +307,7 @@ class Sender:
             self._thread = None
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._client.close()
+        self._closed = True
 
 
 def delivery_dict(delivery: Delivery) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """Each job's progress over time (a loss curve), kept cheap to write and bounded in size.
 
 :meth:`hubferry.store.jobs.JobStore.update_progress` calls :func:`record` inside its own transaction, so a
-point costs one indexed read and one insert. At most one point per :data:`MIN_INTERVAL` is kept per
-job; when a job reaches :data:`MAX_POINTS`, every other point of it is dropped (first and last kept),
-so a long run keeps its whole curve at a coarser grain instead of losing its end or its start.
+report costs one indexed read and one write. A point covers :data:`MIN_INTERVAL` from its ``at``: reports
+of the same stage within it overwrite the point's values, so a job has at most one point a second (plus
+one per stage change) and the newest point of each stage is that stage's last progress. When a job reaches :data:`MAX_POINTS`, every other point of it is dropped
+(first and last kept), so a long run keeps its whole curve at a coarser grain instead of losing an end.
 """
 
 from __future__ import annotations
@@ -57,21 +58,22 @@ class ProgressPoint:
 
 
 def record(conn: Connection, job_id: str, progress: StageProgress, *, now: datetime) -> bool:
-    """Store ``progress`` as a point of ``job_id`` inside ``conn``'s transaction, unless the job's last
-    point is younger than :data:`MIN_INTERVAL`; returns whether a point was stored."""
+    """Store ``progress`` in ``job_id``'s history inside ``conn``'s transaction: as a new point, or over the
+    job's last point when that one is of the same stage and younger than :data:`MIN_INTERVAL`; returns
+    whether a point was added."""
     last = conn.execute(
-        sa.select(job_progress.c.n, job_progress.c.at)
+        sa.select(job_progress.c.id, job_progress.c.n, job_progress.c.at, job_progress.c.stage)
         .where(job_progress.c.job_id == job_id)
         .order_by(job_progress.c.id.desc())
         .limit(1)
     ).first()
-    if last is not None and now - last.at < MIN_INTERVAL:
+    values = {"stage": progress.stage, "percent": progress.percent, "step": progress.step,
+              "total_steps": progress.total_steps, "loss": progress.loss}
+    if last is not None and last.stage == progress.stage and now - last.at < MIN_INTERVAL:
+        conn.execute(sa.update(job_progress).where(job_progress.c.id == last.id).values(**values))
         return False
     n = (last.n if last is not None else 0) + 1
-    conn.execute(sa.insert(job_progress).values(
-        job_id=job_id, n=n, at=now, stage=progress.stage, percent=progress.percent, step=progress.step,
-        total_steps=progress.total_steps, loss=progress.loss,
-    ))
+    conn.execute(sa.insert(job_progress).values(job_id=job_id, n=n, at=now, **values))
     if n % _COUNT_EVERY == 0:
         _thin(conn, job_id)
     return True
