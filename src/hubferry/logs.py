@@ -18,7 +18,7 @@ _lock = threading.Lock()
 _QUERY = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
 #: Tokens recognisable by their shape (Hugging Face, Replicate, RunPod), even when never registered or
 #: glued to other text.
-_TOKEN_SHAPES = re.compile(r"(hf_|r8_|rpa_)[A-Za-z0-9]{30,}")
+_TOKEN_SHAPES = re.compile(r"(hf_|r8_|rpa_)[A-Za-z0-9]{30,}|(hfy_)[A-Za-z0-9_-]{20,}")
 #: Weights & Biases keys (40 hex digits) and AWS secret keys, recognised next to their names.
 _NAMED_KEYS = re.compile(
     r"(?i)((?:wandb|w&b)[^\n]{0,40}?|aws_?secret_?(?:access_?)?key[\"'\s]*[:=][\"'\s]*)"
@@ -38,7 +38,7 @@ def redact(text: str) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, secret[:3] + "***")
-    text = _TOKEN_SHAPES.sub(r"\1***", text)
+    text = _TOKEN_SHAPES.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
     text = _NAMED_KEYS.sub(r"\1***", text)
     return _QUERY.sub(r"\1?<redacted>", text)
 
