@@ -52,6 +52,8 @@ CLIENT_QUEUE_SIZE = 64
 REPLAY_BATCH = 500
 #: An idle stream gets a comment this often, so proxies keep it open and dead clients are noticed.
 HEARTBEAT_S = 15.0
+#: A finished job's stream ends this long after its last entry (a notice may follow the final state).
+END_GRACE_S = 1.0
 #: What ``EventSource`` waits before reconnecting (milliseconds).
 RETRY_MS = 2000
 class EventStream(StreamingResponse):
@@ -331,11 +333,22 @@ def events_router(ctx: Context, *, notifier: JobNotifier | None = None, heartbea
             yield format_sse_event(comment=f"job {job_id}", retry=RETRY_MS)
             async for sse in state.catch_up():
                 yield sse
-            while not state.ended():
+            clock = asyncio.get_running_loop().time
+            ended_at: float | None = None
+            while True:
+                wait = heartbeat_s
+                if state.ended():  # entries written just after the final state still come (a notice)
+                    ended_at = ended_at or clock()
+                    wait = END_GRACE_S - (clock() - ended_at)
+                    if wait <= 0:
+                        break
+                else:
+                    ended_at = None
                 try:
-                    change = await asyncio.wait_for(sub.queue.get(), heartbeat_s)
+                    change = await asyncio.wait_for(sub.queue.get(), min(wait, heartbeat_s))
                 except TimeoutError:
-                    yield HEARTBEAT
+                    if ended_at is None:
+                        yield HEARTBEAT
                     continue
                 if sub.behind:  # messages were dropped: start again from the database
                     sub.behind = False
