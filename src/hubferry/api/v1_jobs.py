@@ -181,6 +181,36 @@ def _submit(ctx: Context, caller: Principal, body: LocalJobCreate | ReplicateJob
     ), owner=caller.name)
 
 
+def create(ctx: Context, caller: Principal, body: LocalJobCreate | ReplicateJobCreate) -> Job:
+    """Create and start a job as ``caller``: the one path of ``POST /api/v1/jobs`` and the dashboard's form.
+
+    Raises:
+        ApiError: the request is refused (403, 422 naming the field, or the service's own error).
+    """
+    if isinstance(body, LocalJobCreate) and not _trusted(caller):
+        raise ApiError(403, "only administrators may run a command on the server", field="trainer",
+                       hint="use the replicate trainer, or ask an administrator")
+    job_ctx = _for_caller(ctx, caller)
+    if body.notify_url:
+        _checked_url(ctx, body.notify_url, "notify_url")
+    _refuse_server_login(job_ctx, caller, body.endpoint, _secret(body.token))
+    try:
+        job = _submit(job_ctx, caller, body)
+    except HubferryError as exc:
+        raise from_error(exc) from None
+    if body.notify_url:
+        Outbox(ctx.jobs.engine).set_target(caller.name, body.notify_url, now=utcnow(), job_id=job.id)
+    job_ctx.dispatch().train(job.id)
+    return ctx.jobs.require(job.id)
+
+
+def _checked_url(ctx: Context, url: str, field: str) -> None:
+    try:
+        notifications.check_url(ctx.settings, url, field=field)
+    except HubferryError as exc:
+        raise from_error(exc) from None
+
+
 def _cursor(value: str | None) -> job_queries.PageKey | None:
     if not value:
         return None
@@ -257,21 +287,7 @@ def jobs_router(ctx: Context, *, sender: notifications.Sender | None = None) -> 
                  responses={403: {"model": ErrorBody}, 503: {"model": ErrorBody}})
     def create_job(body: Annotated[JobCreate, Body()], caller: Caller) -> dict[str, Any]:
         """Check the request and the Hub target (before any compute is spent), record the job and start it."""
-        if isinstance(body, LocalJobCreate) and not _trusted(caller):
-            raise ApiError(403, "only administrators may run a command on the server", field="trainer",
-                           hint="use the replicate trainer, or ask an administrator")
-        job_ctx = _for_caller(ctx, caller)
-        if body.notify_url:
-            _checked_url(body.notify_url, "notify_url")
-        _refuse_server_login(job_ctx, caller, body.endpoint, _secret(body.token))
-        try:
-            job = _submit(job_ctx, caller, body)
-        except HubferryError as exc:
-            raise from_error(exc) from None
-        if body.notify_url:
-            outbox.set_target(caller.name, body.notify_url, now=utcnow(), job_id=job.id)
-        job_ctx.dispatch().train(job.id)
-        return job_dict(ctx.jobs.require(job.id))
+        return job_dict(create(ctx, caller, body))
 
     @router.get("/jobs", response_model=JobPage, summary="Your jobs, newest first")
     def list_jobs(
@@ -384,7 +400,7 @@ def jobs_router(ctx: Context, *, sender: notifications.Sender | None = None) -> 
     def put_webhook(body: WebhookSettings, caller: Caller) -> dict[str, Any]:
         """Deliveries are signed Standard Webhooks (``webhook-id``, ``webhook-timestamp``,
         ``webhook-signature``) with the returned secret."""
-        _checked_url(body.url, "url")
+        _checked_url(ctx, body.url, "url")
         target = outbox.set_target(caller.name, body.url, now=utcnow())
         return {"url": target.url, "secret": notifications.signing_secret(ctx.credentials.vault, caller.name)}
 
@@ -394,12 +410,6 @@ def jobs_router(ctx: Context, *, sender: notifications.Sender | None = None) -> 
         if not outbox.delete_user_target(caller.name):
             raise not_found("webhook")
         return Response(status_code=204)
-
-    def _checked_url(url: str, field: str) -> None:
-        try:
-            notifications.check_url(ctx.settings, url, field=field)
-        except HubferryError as exc:
-            raise from_error(exc) from None
 
     return router
 
