@@ -94,6 +94,23 @@ def _checked(check: Callable[[], Any], what: str) -> Any:
                        category=exc.category, hint="try again later; nothing was stored") from None
 
 
+def stored_view(ctx: Context, owner: str) -> dict[str, Any]:
+    """What ``GET /api/v1/secrets`` and the dashboard's settings show of ``owner``'s secrets: never a value."""
+    credentials, vault = ctx.credentials, ctx.credentials.vault
+    entries = {e.name: e.updated_at for e in vault.entries(owner)}
+    replicate_token = vault.get(owner, REPLICATE_TOKEN) if REPLICATE_TOKEN in entries else None
+    runpod_key = vault.get(owner, RUNPOD_API_KEY) if RUNPOD_API_KEY in entries else None
+    return {
+        "hub": [_hub_view(c) for c in credentials.list(owner)],
+        "replicate": {"set": replicate_token is not None,
+                      "username": vault.get(owner, REPLICATE_USERNAME) if replicate_token else None,
+                      "last4": _last4(replicate_token) if replicate_token else None,
+                      "checked_at": entries.get(REPLICATE_TOKEN)},
+        "runpod": {"set": runpod_key is not None, "last4": _last4(runpod_key) if runpod_key else None,
+                   "updated_at": entries.get(RUNPOD_API_KEY)},
+    }
+
+
 def secrets_router(ctx: Context, *,
                    replicate: Callable[[Settings, str], ReplicateAccount] = replicate_api.connect) -> APIRouter:
     """The secrets routes over ``ctx``'s vault; ``replicate`` builds the client that checks Replicate tokens."""
@@ -101,18 +118,7 @@ def secrets_router(ctx: Context, *,
     credentials, vault = ctx.credentials, ctx.credentials.vault
 
     def view(owner: str) -> dict[str, Any]:
-        entries = {e.name: e.updated_at for e in vault.entries(owner)}
-        replicate_token = vault.get(owner, REPLICATE_TOKEN) if REPLICATE_TOKEN in entries else None
-        runpod_key = vault.get(owner, RUNPOD_API_KEY) if RUNPOD_API_KEY in entries else None
-        return {
-            "hub": [_hub_view(c) for c in credentials.list(owner)],
-            "replicate": {"set": replicate_token is not None,
-                          "username": vault.get(owner, REPLICATE_USERNAME) if replicate_token else None,
-                          "last4": _last4(replicate_token) if replicate_token else None,
-                          "checked_at": entries.get(REPLICATE_TOKEN)},
-            "runpod": {"set": runpod_key is not None, "last4": _last4(runpod_key) if runpod_key else None,
-                       "updated_at": entries.get(RUNPOD_API_KEY)},
-        }
+        return stored_view(ctx, owner)
 
     @router.get("", summary="Your stored secrets (never their values)")
     def list_secrets(principal: Caller) -> dict[str, Any]:
