@@ -226,7 +226,8 @@ def _next_cursor(created: datetime, job_id: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([created.isoformat(), job_id]).encode()).decode().rstrip("=")
 
 
-def _read_log(path: Path, *, tail: int | None, offset: int, length: int) -> dict[str, Any]:
+def read_log(path: Path, *, tail: int | None, offset: int, length: int) -> dict[str, Any]:
+    """A log's last ``tail`` lines (else ``length`` bytes from ``offset``), escapes removed and secrets redacted."""
     try:
         size = path.stat().st_size
     except OSError:
@@ -354,7 +355,7 @@ def jobs_router(ctx: Context, *, sender: notifications.Sender | None = None) -> 
         """Log text with terminal escapes removed and secrets redacted; follow it with ``offset=next_offset``."""
         if not job.log_path:
             return {"text": "", "offset": 0, "next_offset": 0, "size": 0}
-        return _read_log(Path(job.log_path), tail=tail, offset=offset, length=length)
+        return read_log(Path(job.log_path), tail=tail, offset=offset, length=length)
 
     @router.get("/jobs/{job_id}/progress", response_model=ProgressHistory, summary="A job's progress over time")
     def progress(job: visible, after: Annotated[int, Query(ge=0, le=2**62)] = 0,
