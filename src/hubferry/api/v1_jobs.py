@@ -199,6 +199,7 @@ def create(ctx: Context, caller: Principal, body: LocalJobCreate | ReplicateJobC
     except HubferryError as exc:
         raise from_error(exc) from None
     if body.notify_url:
+        notifications.signing_secret(ctx.credentials.vault, caller.name)  # made here, so the sender only reads it
         Outbox(ctx.jobs.engine).set_target(caller.name, body.notify_url, now=utcnow(), job_id=job.id)
     job_ctx.dispatch().train(job.id)
     return ctx.jobs.require(job.id)
@@ -402,8 +403,9 @@ def jobs_router(ctx: Context, *, sender: notifications.Sender | None = None) -> 
         """Deliveries are signed Standard Webhooks (``webhook-id``, ``webhook-timestamp``,
         ``webhook-signature``) with the returned secret."""
         _checked_url(ctx, body.url, "url")
+        secret = notifications.signing_secret(ctx.credentials.vault, caller.name)
         target = outbox.set_target(caller.name, body.url, now=utcnow())
-        return {"url": target.url, "secret": notifications.signing_secret(ctx.credentials.vault, caller.name)}
+        return {"url": target.url, "secret": secret}
 
     @router.delete("/notifications/webhook", status_code=204, tags=["notifications"],
                    summary="Stop sending your jobs' notifications")

@@ -61,13 +61,19 @@ MAX_ERROR_CHARS = 300
 _USER_AGENT = "hubferry-webhooks/1"
 
 
+_secret_lock = threading.Lock()
+
+
 def signing_secret(vault: Vault, owner: str) -> str:
-    """The owner's Standard Webhooks signing secret (``whsec_...``), created on first use."""
-    secret = vault.get(owner, SECRET_NAME)
-    if secret is None:
-        vault.set(owner, SECRET_NAME, "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode("ascii"))
+    """The owner's Standard Webhooks signing secret (``whsec_...``), created on first use.
+
+    Routes that set a target call this first, so the sender only ever reads it.
+    """
+    with _secret_lock:  # get-or-create: two threads must not make two secrets
         secret = vault.get(owner, SECRET_NAME)
-    assert secret is not None
+        if secret is None:
+            secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode("ascii")
+            vault.set(owner, SECRET_NAME, secret)
     return secret
 
 
@@ -139,6 +145,8 @@ class Sender:
         self._looked: dict[tuple[str, str], int] = {}
         self._idle = threading.Condition()
         self._stop = threading.Event()
+        #: Set when an attempt ends, so the next change of that job is sent without waiting for the next scan.
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._open()
 
@@ -219,6 +227,7 @@ class Sender:
             with self._idle:
                 self._in_flight -= 1
                 self._idle.notify_all()
+            self._wake.set()
 
     def _send_and_record(self, delivery: Delivery) -> None:
         started = time.monotonic()
@@ -295,13 +304,15 @@ class Sender:
                     self.run_once()
                 except Exception:  # noqa: BLE001 - e.g. the database briefly unavailable: try again next cycle
                     log.exception("webhook sender cycle crashed")
-                self._stop.wait(SCAN_INTERVAL_S)
+                self._wake.wait(SCAN_INTERVAL_S)
+                self._wake.clear()
 
         self._thread = threading.Thread(target=loop, name="hubferry-webhooks", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None

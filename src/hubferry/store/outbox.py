@@ -2,7 +2,8 @@
 
 A delivery is one state change of one job for one target URL, unique on ``(target, job, seq)``, so any
 number of senders scanning the same changes queue it once. Senders claim a due delivery with a
-compare-and-set on ``next_at`` before sending, so only one of them sends each attempt.
+compare-and-set on ``next_at`` before sending, so only one of them sends each attempt, and a job's
+changes are sent to a target one after the other, in order.
 """
 
 from __future__ import annotations
@@ -181,9 +182,18 @@ class Outbox:
     # -- sending -----------------------------------------------------------------------------
 
     def due(self, now: datetime, *, limit: int = 20) -> list[Delivery]:
+        """Pending deliveries whose next attempt is due, each the oldest still pending of its job and target:
+        a job's changes reach a target in order (a change waits while an earlier one is being retried)."""
+        earlier = notify_deliveries.alias("earlier")
+        blocked = (
+            sa.select(earlier.c.id)
+            .where(earlier.c.target_id == notify_deliveries.c.target_id, earlier.c.job_id == notify_deliveries.c.job_id,
+                   earlier.c.state == "pending", earlier.c.event_seq < notify_deliveries.c.event_seq)
+            .exists()
+        )
         query = (
             sa.select(notify_deliveries)
-            .where(notify_deliveries.c.state == "pending", notify_deliveries.c.next_at <= now)
+            .where(notify_deliveries.c.state == "pending", notify_deliveries.c.next_at <= now, ~blocked)
             .order_by(notify_deliveries.c.next_at)
             .limit(limit)
         )

@@ -3,8 +3,9 @@
 :meth:`hubferry.store.jobs.JobStore.update_progress` calls :func:`record` inside its own transaction, so a
 report costs one indexed read and one write. A point covers :data:`MIN_INTERVAL` from its ``at``: reports
 of the same stage within it overwrite the point's values, so a job has at most one point a second (plus
-one per stage change) and the newest point of each stage is that stage's last progress. When a job reaches :data:`MAX_POINTS`, every other point of it is dropped
-(first and last kept), so a long run keeps its whole curve at a coarser grain instead of losing an end.
+one per stage change) and the newest point of each stage is that stage's last progress. When a job
+reaches :data:`MAX_POINTS`, every other point of it is dropped (first and last kept), so a long run
+keeps its whole curve at a coarser grain instead of losing an end.
 """
 
 from __future__ import annotations
