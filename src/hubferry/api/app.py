@@ -13,6 +13,7 @@ from hubferry.api.staging import staging_router
 from hubferry.api.webhooks import webhook_router
 from hubferry.errors import HubferryError, ValidationError
 from hubferry.services.context import Context
+from hubferry.web.pages import web_router
 
 #: Status codes for errors crossing the API.
 _STATUS: dict[type[HubferryError], int] = {ValidationError: 400}
@@ -51,6 +52,7 @@ def create_app(ctx: Context, *, run_consumer: bool = True) -> FastAPI:
     app.include_router(v1_jobs.jobs_router(ctx))
     app.include_router(v1_events.events_router(ctx))
     app.include_router(v1_datasets.datasets_router(ctx))
+    app.include_router(web_router(ctx))
     return app
 
 

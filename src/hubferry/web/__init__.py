@@ -1,0 +1,1 @@
+"""The dashboard of ``hubferry serve``: server-rendered pages, htmx fragments and vendored static files."""

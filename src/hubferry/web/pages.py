@@ -1,0 +1,292 @@
+"""The dashboard's routes: sign in, jobs (list, page, new), settings, and the fragments htmx refreshes.
+
+Pages read through the same seams as ``/api/v1``: the caller is :func:`app.state.authenticate`'s
+principal, a job is shown only to whom :meth:`Principal.may_see` allows (else the same 404 as a job
+that does not exist), jobs are created by :func:`hubferry.api.v1_jobs.create`. Actions that change
+state from a page (cancel, retry, secrets, tokens) are sent by ``static/app.js`` to the JSON API with
+the session's CSRF token; the forms posted here (sign in, sign out, new job) carry it as a field,
+which :class:`hubferry.api.auth.RequestGuard` checks before any route runs.
+
+Live updates: a job page whose job can still change listens to ``/api/v1/jobs/{id}/events`` (htmx's
+SSE extension) and each panel re-reads its fragment on the events that concern it; the jobs list
+re-reads its table every few seconds.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from hubferry.accounts import Accounts
+from hubferry.api import v1_jobs
+from hubferry.api.auth import Authenticator, vault_session_key
+from hubferry.api.errors import ApiError
+from hubferry.api.principal import Principal
+from hubferry.api.v1_secrets import stored_view
+from hubferry.domain.jobs import Job
+from hubferry.errors import HubferryError
+from hubferry.logs import get_logger, printable
+from hubferry.services.context import Context
+from hubferry.store import job_queries, progress_history
+from hubferry.web import views
+from hubferry.web.forms import DraftSigner, FormErrors, form_values, job_request
+from hubferry.web.rendering import Renderer, static_file, with_security_headers
+
+log = get_logger(__name__)
+
+#: Jobs shown on the jobs page.
+LIST_LIMIT = 100
+#: Log lines in a job page's tail.
+LOG_TAIL_LINES = 200
+#: Thumbnails of a job's dataset fit in this square.
+THUMBNAIL_SIDE = 192
+#: Images and rejections shown in a job's dataset report.
+MAX_REPORT_ITEMS = 60
+#: Progress points drawn in a loss curve.
+MAX_POINTS = 5000
+PARTS = ("progress", "status", "timeline", "log")
+
+
+def _safe_next(target: str | None) -> str:
+    """A local path to go to after signing in (never another site)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/jobs"
+    parts = urlsplit(target)
+    return target if not parts.scheme and not parts.netloc else "/jobs"
+
+
+def web_router(ctx: Context) -> APIRouter:
+    """The dashboard over ``ctx`` (the app's authenticator is read per request from ``app.state``)."""
+    router = APIRouter(include_in_schema=False)
+    pages = Renderer()
+    drafts = DraftSigner(vault_session_key(ctx.credentials.vault))
+
+    def authenticator(request: Request) -> Authenticator:
+        return request.app.state.authenticate
+
+    def caller(request: Request) -> Principal | None:
+        try:
+            return authenticator(request)(request)
+        except ApiError:
+            return None
+
+    def csrf_for(request: Request) -> str:
+        auth = authenticator(request)
+        session_id = auth.session_id(request)
+        return auth.signer.csrf_token(session_id) if session_id else ""
+
+    def render(request: Request, template: str, user: Principal | None, status: int = 200,
+               **context: Any) -> HTMLResponse:
+        return pages.render(request, template, {"user": user, "csrf": csrf_for(request), "nav": "", **context},
+                            status=status)
+
+    def sign_in_redirect(request: Request) -> RedirectResponse:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303)
+
+    def visible(user: Principal, job_id: str) -> Job | None:
+        job = ctx.jobs.get(job_id[:64])
+        return job if job is not None and user.may_see(job.owner) else None
+
+    def not_found(request: Request, user: Principal | None) -> HTMLResponse:
+        return render(request, "not_found.html", user, status=404)
+
+    # -- static files, sign in and out --------------------------------------------------------
+
+    @router.get("/static/web/{path:path}")
+    def static(path: str) -> Response:
+        return static_file(path)
+
+    @router.get("/")
+    def home(request: Request) -> Response:
+        return RedirectResponse("/jobs" if caller(request) else "/jobs/new", status_code=303)
+
+    @router.get("/signin")
+    def sign_in_page(request: Request, next: str | None = None) -> Response:
+        return render(request, "signin.html", caller(request), next=_safe_next(next), draft="", error=None,
+                      username="")
+
+    @router.post("/signin")
+    async def sign_in(request: Request) -> Response:
+        form = await request.form()
+        username, password = str(form.get("username", ""))[:200], str(form.get("password", ""))[:1024]
+        target, draft = _safe_next(str(form.get("next", ""))), str(form.get("draft", ""))
+        auth = authenticator(request)
+        address = request.client.host if request.client else "unknown"
+        try:
+            if not username or not password:
+                raise ApiError(422, "enter your user name and password")
+            session = await run_in_threadpool(auth.accounts.sign_in, username, password, address)
+        except (HubferryError, ApiError) as exc:
+            retry = getattr(exc, "context", {}).get("retry_after_s")
+            message = exc.message if isinstance(exc, ApiError) else printable(exc.message)
+            if retry:
+                message = f"too many failed sign-ins: try again in {int(retry)} s"
+            status = 429 if retry else 401
+            return render(request, "signin.html", None, status=status, next=target, draft=draft, error=message,
+                          username=username)
+        user = Principal(session.user.name, session.user.is_admin, via="session")
+        response: Response = RedirectResponse(target, status_code=303)
+        values = drafts.read(draft) if draft else None
+        if values is not None:
+            job, errors = await run_in_threadpool(create_job, user, values)
+            if job is not None:
+                response = RedirectResponse(f"/jobs/{job.id}", status_code=303)
+            else:  # show the form again, filled in, saying what to fix (now signed in)
+                response = pages.render(request, "new_job.html", {
+                    "user": user, "csrf": auth.signer.csrf_token(session.secret), "nav": "new",
+                    **new_job_context(user, values),
+                    "errors": errors}, status=422)
+        elif draft:
+            response = RedirectResponse("/jobs/new?expired=1", status_code=303)
+        auth.set_cookies(request, response, session)
+        return response
+
+    @router.post("/signout")
+    def sign_out(request: Request) -> Response:
+        auth = authenticator(request)
+        response = RedirectResponse("/signin", status_code=303)
+        if session_id := auth.session_id(request):
+            auth.accounts.sign_out(session_id)
+        auth.clear_cookies(request, response)
+        return response
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def job_rows(user: Principal) -> list[Job]:
+        rows = job_queries.page_ids(ctx.jobs.engine, owner=None if user.is_admin else user.name, states=[],
+                                    trainers=[], after=None, limit=LIST_LIMIT)
+        return [job for job in (ctx.jobs.get(job_id) for job_id, _ in rows) if job is not None]
+
+    @router.get("/jobs")
+    def jobs_page(request: Request) -> Response:
+        user = caller(request)
+        if user is None:
+            return sign_in_redirect(request)
+        return render(request, "jobs.html", user, jobs=job_rows(user), views=views)
+
+    @router.get("/jobs/parts/list")
+    def jobs_part(request: Request) -> Response:
+        user = caller(request)
+        if user is None:
+            return Response(status_code=401)
+        return render(request, "parts/job_rows.html", user, jobs=job_rows(user), views=views)
+
+    def new_job_context(user: Principal | None, values: dict[str, str]) -> dict[str, Any]:
+        return {"values": {"trainer": "local", "private": "on", **values}, "errors": FormErrors(),
+                "endpoint": ctx.settings.resolved_endpoint(), "admin": bool(user and user.is_admin)}
+
+    def create_job(user: Principal, values: dict[str, str]) -> tuple[Job | None, FormErrors]:
+        body, errors = job_request(values)
+        if body is None:
+            return None, errors
+        try:
+            return v1_jobs.create(ctx, user, body), errors
+        except ApiError as exc:
+            errors.add(exc.field, exc.message + (f" ({exc.hint})" if exc.hint else ""))
+            return None, errors
+
+    @router.get("/jobs/new")
+    def new_job_page(request: Request, expired: int = 0) -> Response:
+        user = caller(request)
+        context = new_job_context(user, {})
+        if expired:
+            context["errors"].form.append("the form kept across sign-in had expired: please fill it in again")
+        return render(request, "new_job.html", user, **context)
+
+    @router.post("/jobs/new")
+    async def new_job(request: Request) -> Response:
+        values = form_values(await request.form())
+        user = caller(request)
+        if user is None:  # keep what they entered, signed, and ask them to sign in
+            return render(request, "signin.html", None, next="/jobs", draft=drafts.sign(values), error=None,
+                          username="", starting=True)
+        job, errors = await run_in_threadpool(create_job, user, values)
+        if job is None:
+            return render(request, "new_job.html", user, status=422, **{**new_job_context(user, values),
+                                                                       "errors": errors})
+        return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+
+    def job_context(job: Job, part: str | None = None) -> dict[str, Any]:
+        context: dict[str, Any] = {"job": job, "views": views, "now": datetime.now(UTC)}
+        if part in (None, "progress"):
+            points = progress_history.points(ctx.jobs.engine, job.id, limit=MAX_POINTS)
+            context["chart"] = views.loss_chart(points)
+        if part in (None, "status", "timeline"):
+            events = ctx.jobs.events(job.id, limit=v1_jobs.MAX_TIMELINE)
+            context["events"] = events
+            context["spans"] = views.stage_spans(events, ctx.jobs.clock())
+            context["verified"] = views.verified_files(events)
+            context["files"] = views.output_files(job) if job.repo_url else []
+        if part in (None, "log"):
+            context["log"] = v1_jobs.read_log(Path(job.log_path), tail=LOG_TAIL_LINES, offset=0, length=0)["text"] \
+                if job.log_path else ""
+        if part is None:
+            report = job.params.get("dataset_report")
+            context["report"] = report if isinstance(report, dict) else None
+            context["max_items"] = MAX_REPORT_ITEMS
+        return context
+
+    @router.get("/jobs/{job_id}")
+    def job_page(request: Request, job_id: str) -> Response:
+        user = caller(request)
+        if user is None:
+            return sign_in_redirect(request)
+        job = visible(user, job_id)
+        if job is None:
+            return not_found(request, user)
+        return render(request, "job.html", user, **job_context(job))
+
+    @router.get("/jobs/{job_id}/parts/{part}")
+    def job_part(request: Request, job_id: str, part: str) -> Response:
+        user = caller(request)
+        job = visible(user, job_id) if user else None
+        if user is None or job is None or part not in PARTS:
+            return Response(status_code=404 if user else 401)
+        return render(request, f"parts/job_{part}.html", user, **job_context(job, part))
+
+    @router.get("/jobs/{job_id}/thumbnails/{name:path}")
+    def thumbnail(request: Request, job_id: str, name: str) -> Response:
+        user = caller(request)
+        job = visible(user, job_id) if user else None
+        report = job.params.get("dataset_report") if job else None
+        packed = job.params.get("dataset_zip") if job else None
+        names = {str(i.get("name")) for i in (report or {}).get("images", [])} if isinstance(report, dict) else set()
+        if job is None or name not in names or not isinstance(packed, str) or not Path(packed).is_file():
+            return with_security_headers(Response(status_code=404))
+        return with_security_headers(Response(_thumbnail(Path(packed), name), media_type="image/jpeg",
+                                              headers={"Cache-Control": "private, max-age=3600"}))
+
+    # -- settings ----------------------------------------------------------------------------
+
+    @router.get("/settings")
+    def settings_page(request: Request) -> Response:
+        user = caller(request)
+        if user is None:
+            return sign_in_redirect(request)
+        accounts: Accounts = authenticator(request).accounts
+        return render(request, "settings.html", user, secrets=stored_view(ctx, user.name),
+                      tokens=[t.to_dict() for t in accounts.tokens(user.name)],
+                      endpoint=ctx.settings.resolved_endpoint())
+
+    return router
+
+
+def _thumbnail(packed: Path, name: str) -> bytes:
+    from PIL import Image
+
+    with zipfile.ZipFile(packed) as archive, archive.open(name) as member:
+        data = member.read()
+    with Image.open(io.BytesIO(data)) as image:
+        image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        out = io.BytesIO()
+        image.convert("RGB").save(out, "JPEG", quality=80)
+    return out.getvalue()
