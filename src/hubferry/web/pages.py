@@ -223,7 +223,7 @@ def web_router(ctx: Context) -> APIRouter:
         if part in (None, "status", "timeline"):
             events = ctx.jobs.events(job.id, limit=v1_jobs.MAX_TIMELINE)
             context["events"] = events
-            context["spans"] = views.stage_spans(events, ctx.jobs.clock())
+            context["spans"] = views.stage_spans(events, ctx.jobs.clock(), live=views.is_live(job))
             context["verified"] = views.verified_files(events)
             context["files"] = views.output_files(job) if job.repo_url else []
         if part in (None, "log"):

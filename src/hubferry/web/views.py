@@ -126,22 +126,37 @@ class StageSpan:
     message: str
 
 
-def stage_spans(events: Sequence[JobEvent], now: Any) -> list[StageSpan]:
-    """Each stage run of the timeline with how long it took (a running one: so far)."""
+def stage_spans(events: Sequence[JobEvent], now: Any, *, live: bool = True) -> list[StageSpan]:
+    """Each stage run of the timeline with how long it took.
+
+    A stage ends with its own finished/failed entry, else when the next stage starts; the last one
+    still open is running (timed until ``now``) while the job is live, else it ends at the last entry.
+    """
     spans: list[StageSpan] = []
-    open_at: dict[str, Any] = {}
+    open_stage: tuple[str, Any] | None = None
+
+    def close(at: Any, outcome: str, message: str = "") -> None:
+        nonlocal open_stage
+        if open_stage is not None:
+            stage, started = open_stage
+            spans.append(StageSpan(stage, outcome, started, (at - started).total_seconds(), message))
+            open_stage = None
+
     for event in events:
         if event.stage is None:
             continue
         if event.kind is EventKind.STAGE_STARTED:
-            open_at[event.stage] = event.at
-        elif event.kind in (EventKind.STAGE_FINISHED, EventKind.STAGE_FAILED) and event.stage in open_at:
-            started = open_at.pop(event.stage)
-            spans.append(StageSpan(event.stage, "finished" if event.kind is EventKind.STAGE_FINISHED else "failed",
-                                   started, (event.at - started).total_seconds(), event.message))
-    for stage, started in open_at.items():
-        spans.append(StageSpan(stage, "running", started, (now - started).total_seconds(), ""))
-    spans.sort(key=lambda s: s.started_at)
+            close(event.at, "finished")
+            open_stage = (event.stage, event.at)
+        elif event.kind in (EventKind.STAGE_FINISHED, EventKind.STAGE_FAILED) and open_stage is not None \
+                and open_stage[0] == event.stage:
+            close(event.at, "finished" if event.kind is EventKind.STAGE_FINISHED else "failed", event.message)
+    if open_stage is not None:
+        if live:
+            spans.append(StageSpan(open_stage[0], "running", open_stage[1],
+                                   (now - open_stage[1]).total_seconds(), ""))
+        else:
+            close(events[-1].at, "ended")
     return spans
 
 
