@@ -151,3 +151,62 @@ def test_another_user_sees_neither_the_job_nor_its_page(dashboard: Dashboard):
     assert page.request.get(f"/jobs/{job.id}/parts/status").status == 404
     dashboard.sign_in(page, "carol")
     expect(page.locator(".job-list")).to_contain_text("carols-secret-run")
+
+
+def test_settings_store_a_hub_token_show_only_its_end_and_make_an_api_token_once(dashboard: Dashboard, registry,
+                                                                                 alice_token):
+    page = dashboard.page()
+    dashboard.sign_in(page, "ann")
+    page.goto("/settings")
+    expect(page.get_by_text("No Hub token stored")).to_be_visible()
+    page.get_by_label("Endpoint").fill(registry.endpoint)
+    page.get_by_label("Hub token", exact=True).fill("hf_not_a_real_token_at_all_1234")
+    page.get_by_role("button", name="Save Hub token").click()
+    expect(page.get_by_role("region", name="Hugging Face Hub tokens").get_by_role("alert")).to_contain_text(
+        "did not accept this token")
+    page.get_by_label("Hub token", exact=True).fill(alice_token)
+    page.get_by_role("button", name="Save Hub token").click()
+    stored = page.locator(".secrets li", has_text=registry.endpoint)
+    expect(stored).to_contain_text("user alice")
+    expect(stored).to_contain_text("…" + alice_token[-4:])
+    assert alice_token not in page.content()
+
+    page.get_by_label("Label").fill("laptop")
+    page.get_by_role("button", name="Create API token").click()
+    token = page.locator(".token-value")
+    expect(token).to_have_text(re.compile(r"^hfy_"))
+    secret = token.text_content()
+    shoot(page, "settings-token-shown")
+    page.get_by_role("link", name="Done").click()
+    expect(page.locator(".secrets li", has_text="laptop")).to_be_visible()
+    assert secret not in page.content()  # shown once
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Revoke the token laptop").click()
+    expect(page.locator(".secrets li", has_text="laptop")).to_have_count(0)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name=f"Delete the Hub token for {registry.endpoint}").click()
+    expect(page.get_by_text("No Hub token stored")).to_be_visible()
+
+
+def test_every_page_fits_a_phone_and_follows_dark_mode(dashboard: Dashboard, tmp_path, registry, alice_token):
+    dashboard.ctx.credentials.set("root", registry.endpoint, alice_token)
+    desktop = dashboard.page()
+    dashboard.sign_in(desktop, "root", admin=True)
+    fill_local_job(desktop, tmp_path / "out", name="phone check", steps=12, step_s=0.05)
+    desktop.get_by_role("button", name="Start training").click()
+    desktop.wait_for_url(re.compile(r"/jobs/job_\w+$"))
+    expect(desktop.locator(".verified")).to_be_visible()
+    job_path = "/jobs/" + desktop.url.rsplit("/", 1)[1]
+    cookies = desktop.context.cookies()
+    for dark in (False, True):
+        for width, height, label in ((1280, 900, "desktop"), (390, 844, "phone")):
+            page = dashboard.page(width=width, height=height, dark=dark)
+            page.context.add_cookies(cookies)
+            for path, name in ((job_path, "job"), ("/jobs", "jobs"), ("/jobs/new", "new"), ("/settings", "settings")):
+                page.goto(path)
+                expect(page.locator("main h1")).to_be_visible()
+                overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+                assert overflow <= 0, f"{path} scrolls sideways by {overflow}px at {width}px"
+                background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+                assert (background == "rgb(15, 18, 22)") == dark, background
+                shoot(page, f"{name}-{label}-{'dark' if dark else 'light'}")

@@ -14,9 +14,10 @@ from hubferry.store.progress_history import ProgressPoint
 
 #: The stages a job goes through, in order, as the progress bar names them.
 STAGES = ("preparing", "training", "publishing", "verifying")
-#: Loss-curve drawing area (SVG user units) and its margins for the axis labels.
-CHART_W, CHART_H = 640, 220
-CHART_LEFT, CHART_RIGHT, CHART_TOP, CHART_BOTTOM = 56, 12, 12, 28
+#: Loss-curve drawing area in SVG user units (stretched to the box; the labels are HTML around it).
+CHART_W, CHART_H = 1000, 300
+#: Room kept above and below the curve so the line's stroke is not cut.
+CHART_PAD = 6
 #: Most points drawn (a long run's history is thinned evenly).
 MAX_CHART_POINTS = 400
 #: Files listed under a published job.
@@ -75,7 +76,6 @@ class Chart:
     """A loss curve ready to draw: an SVG polyline and its axis labels."""
 
     points: str
-    last: tuple[float, float] | None
     loss_max: float
     loss_min: float
     step_min: int
@@ -83,10 +83,6 @@ class Chart:
     count: int
     width: int = CHART_W
     height: int = CHART_H
-    left: int = CHART_LEFT
-    right: int = CHART_W - CHART_RIGHT
-    top: int = CHART_TOP
-    bottom: int = CHART_H - CHART_BOTTOM
 
 
 def loss_chart(points: Sequence[ProgressPoint]) -> Chart | None:
@@ -106,14 +102,14 @@ def loss_chart(points: Sequence[ProgressPoint]) -> Chart | None:
         y0, y1 = y0 - 0.5, y1 + 0.5
     if x1 - x0 < 1e-12:
         x1 = x0 + 1
-    left, right, top, bottom = CHART_LEFT, CHART_W - CHART_RIGHT, CHART_TOP, CHART_H - CHART_BOTTOM
+    left, right, top, bottom = 0, CHART_W, CHART_PAD, CHART_H - CHART_PAD
 
     def at(x: float, y: float) -> tuple[float, float]:
         return (round(left + (x - x0) / (x1 - x0) * (right - left), 1),
                 round(bottom - (y - y0) / (y1 - y0) * (bottom - top), 1))
 
     drawn = [at(x, y) for x, y in zip(xs, ys, strict=True)]
-    return Chart(" ".join(f"{x},{y}" for x, y in drawn), drawn[-1], y1, y0, int(x0), int(x1), len(raw))
+    return Chart(" ".join(f"{x},{y}" for x, y in drawn), y1, y0, int(x0), int(x1), len(raw))
 
 
 @dataclass(frozen=True)
