@@ -32,13 +32,13 @@ def log_output(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     hub_level = logging.getLogger("huggingface_hub").level
     buffer = io.StringIO()
     with monkeypatch.context() as patch:
-        patch.setattr(sys, "stderr", buffer)
+        patch.setattr(sys, "stderr", buffer)  # log lines go to whatever stderr is when they are written
         logs.configure(json=False, verbose=True)
-    try:
-        yield buffer.getvalue
-    finally:
-        structlog.configure(**saved)
-        logging.getLogger("huggingface_hub").setLevel(hub_level)
+        try:
+            yield buffer.getvalue
+        finally:
+            structlog.configure(**saved)
+            logging.getLogger("huggingface_hub").setLevel(hub_level)
 
 
 class _NoStore:
