@@ -220,6 +220,8 @@ def web_router(ctx: Context) -> APIRouter:
         if part in (None, "progress"):
             points = progress_history.points(ctx.jobs.engine, job.id, limit=MAX_POINTS)
             context["chart"] = views.loss_chart(points)
+            context["failed_stage"] = views.failed_stage(ctx.jobs.events(job.id, limit=v1_jobs.MAX_TIMELINE)) \
+                if not views.is_live(job) else None
         if part in (None, "status", "timeline"):
             events = ctx.jobs.events(job.id, limit=v1_jobs.MAX_TIMELINE)
             context["events"] = events

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hubferry.domain.jobs import FINAL_STATES, EventKind, Job, JobEvent, JobState
+from hubferry.domain.jobs import EventKind, Job, JobEvent, JobState
 from hubferry.store.progress_history import ProgressPoint
 
 #: The stages a job goes through, in order, as the progress bar names them.
@@ -32,10 +32,6 @@ def is_live(job: Job) -> bool:
     return job.state in ACTIVE
 
 
-def is_final(job: Job) -> bool:
-    return job.state in FINAL_STATES
-
-
 def can_cancel(job: Job) -> bool:
     return job.state in ACTIVE
 
@@ -51,9 +47,19 @@ class StageStep:
     status: str
 
 
-def stage_steps(job: Job) -> list[StageStep]:
-    """The four stages with where the job is among them."""
+def failed_stage(events: Sequence[JobEvent]) -> str | None:
+    """The stage of the timeline's last failure, if any."""
+    for event in reversed(events):
+        if event.kind is EventKind.STAGE_FAILED:
+            return event.stage
+    return None
+
+
+def stage_steps(job: Job, failed: str | None = None) -> list[StageStep]:
+    """The four stages with where the job is among them (``failed``: the stage a failed job stopped in)."""
     current = job.progress.stage or ("preparing" if job.state is JobState.QUEUED else None)
+    if job.state in (JobState.FAILED, JobState.CANCELLED) and failed in STAGES:
+        current = failed
     if job.state is JobState.PUBLISHED:
         return [StageStep(s, "done") for s in STAGES]
     if job.state is JobState.TRAINED:
@@ -86,10 +92,10 @@ class Chart:
 
 
 def loss_chart(points: Sequence[ProgressPoint]) -> Chart | None:
-    """The loss against the step (or the report's order, without steps); None before any loss is known."""
+    """The loss against the step (or the report's order, without steps); None before two losses are known."""
     raw = [(p.step if p.step is not None else i, p.loss) for i, p in enumerate(points)
            if p.loss is not None and math.isfinite(p.loss)]
-    if not raw:
+    if len(raw) < 2:
         return None
     if len(raw) > MAX_CHART_POINTS:
         stride = len(raw) / MAX_CHART_POINTS
