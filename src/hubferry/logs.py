@@ -109,11 +109,14 @@ def _protect_library_logs() -> logging.Logger:
     return hub_logger
 
 
-def configure(*, json: bool | None = None, verbose: bool = False, quiet: bool = False) -> None:
+def configure(
+    *, json: bool | None = None, verbose: bool = False, quiet: bool = False, stream: TextIO | None = None,
+) -> None:
     """Send structlog (and stdlib logging) to stderr: DEBUG with ``verbose``, WARNING with ``quiet``.
 
     Interactive commands run quiet (their own output says what happened); services log INFO.
-    ``json=None`` keeps the format chosen by the previous call.
+    ``json=None`` keeps the format chosen by the previous call; ``stream`` (default: the stderr of
+    the moment each line is written) is where lines go.
     """
     global _json
     _json = _json if json is None else json
@@ -131,7 +134,7 @@ def configure(*, json: bool | None = None, verbose: bool = False, quiet: bool = 
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _CurrentStderr())),
+        logger_factory=structlog.PrintLoggerFactory(file=stream or cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=False,
     )
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import logging
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,14 +30,12 @@ def log_output(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     saved = structlog.get_config()
     hub_level = logging.getLogger("huggingface_hub").level
     buffer = io.StringIO()
-    with monkeypatch.context() as patch:
-        patch.setattr(sys, "stderr", buffer)  # log lines go to whatever stderr is when they are written
-        logs.configure(json=False, verbose=True)
-        try:
-            yield buffer.getvalue
-        finally:
-            structlog.configure(**saved)
-            logging.getLogger("huggingface_hub").setLevel(hub_level)
+    logs.configure(json=False, verbose=True, stream=buffer)
+    try:
+        yield buffer.getvalue
+    finally:
+        structlog.configure(**saved)
+        logging.getLogger("huggingface_hub").setLevel(hub_level)
 
 
 class _NoStore:
