@@ -151,7 +151,8 @@ def test_idle_streams_get_heartbeats_and_a_closed_client_is_forgotten(served, ct
     job = stored_job(ctx, "ann")
     with _stream(served.url, job.id) as response:
         comments = []
-        for event in sse_events(response.iter_lines()):
+        events = sse_events(response.iter_lines())  # kept: dropping it would close the response now
+        for event in events:
             if event.comment:
                 comments.append(event.comment)
             if comments.count("heartbeat") == 2:
