@@ -131,6 +131,8 @@ def test_a_failed_publish_is_retried_from_the_job_page(dashboard: Dashboard, tmp
     page.wait_for_url(re.compile(r"/jobs/job_\w+$"))
     expect(page.locator("#status .badge")).to_have_text("failed")
     expect(page.locator(".error-box")).to_contain_text("authentication")
+    expect(page.locator(".stage.failed")).to_have_text("publishing")
+    expect(page.locator(".stage.done")).to_have_text(["preparing", "training"])
     shoot(page, "job-failed")
     page.get_by_label("Publish to another repo (optional)").fill("alice/retried-from-the-page")
     page.get_by_role("button", name="Retry").click()

@@ -253,7 +253,9 @@ def web_router(ctx: Context) -> APIRouter:
         job = visible(user, job_id) if user else None
         if user is None or job is None or part not in PARTS:
             return Response(status_code=404 if user else 401)
-        return render(request, f"parts/job_{part}.html", user, **job_context(job, part))
+        # 286 tells htmx to stop polling: a job that cannot change by itself has nothing more to show
+        status = 286 if part == "log" and not views.is_live(job) else 200
+        return render(request, f"parts/job_{part}.html", user, status=status, **job_context(job, part))
 
     @router.get("/jobs/{job_id}/thumbnails/{name:path}")
     def thumbnail(request: Request, job_id: str, name: str) -> Response:

@@ -47,6 +47,11 @@ class StageStep:
     status: str
 
 
+def stage_name(stage: str | None) -> str | None:
+    """A progress stage as the dashboard names it (the tracker's ``starting`` is the ``preparing`` state)."""
+    return "preparing" if stage == "starting" else stage
+
+
 def failed_stage(events: Sequence[JobEvent]) -> str | None:
     """The stage of the timeline's last failure, if any."""
     for event in reversed(events):
@@ -57,7 +62,7 @@ def failed_stage(events: Sequence[JobEvent]) -> str | None:
 
 def stage_steps(job: Job, failed: str | None = None) -> list[StageStep]:
     """The four stages with where the job is among them (``failed``: the stage a failed job stopped in)."""
-    current = job.progress.stage or ("preparing" if job.state is JobState.QUEUED else None)
+    current = stage_name(job.progress.stage) or ("preparing" if job.state is JobState.QUEUED else None)
     if job.state in (JobState.FAILED, JobState.CANCELLED) and failed in STAGES:
         current = failed
     if job.state is JobState.PUBLISHED:
