@@ -191,3 +191,25 @@ def test_a_stream_that_falls_behind_catches_up_from_the_database(ctx, elsewhere)
             await notifier.stop()
 
     assert asyncio.run(scenario()) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_write_of_this_process_reaches_streams_at_once_without_waiting_for_a_poll(ctx):
+    job = stored_job(ctx, "ann")
+
+    async def scenario() -> tuple[float, list[int]]:
+        notifier = JobNotifier(ctx.jobs, poll_interval_s=60)  # only the store's commits can wake it in time
+        other = JobNotifier(ctx.jobs, poll_interval_s=60)  # a second app on the same engine, stopped first
+        sub, _ = notifier.subscribe(job.id), other.subscribe(job.id)
+        try:
+            await asyncio.wait_for(sub.queue.get(), 5)  # the first mark
+            await other.stop()
+            started = time.monotonic()
+            await asyncio.to_thread(ctx.jobs.append_event, job.id, EventKind.NOTICE, message="local")
+            change = await asyncio.wait_for(sub.queue.get(), 5)
+            return time.monotonic() - started, [e.seq for e in change.events]
+        finally:
+            notifier.unsubscribe(sub)
+            await notifier.stop()
+
+    elapsed, seqs = asyncio.run(scenario())
+    assert seqs == [1] and elapsed < 0.5

@@ -174,8 +174,7 @@ class JobNotifier:
             sa.event.listen(self._jobs.engine, "checkin", self._on_checkin)
             self._listening = True
 
-    @staticmethod
-    def _on_commit(conn: Any) -> None:
+    def _on_commit(self, conn: Any) -> None:  # a bound method: each notifier's listener is its own
         conn.info[_COMMITTED] = True
 
     def _on_checkin(self, _dbapi_conn: Any, record: Any) -> None:
