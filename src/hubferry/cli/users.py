@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hubferry.accounts import Accounts
 from hubferry.cli.console import print_json, safe, say
 from hubferry.config import load_settings
 from hubferry.errors import ValidationError
+
+if TYPE_CHECKING:
+    from hubferry.accounts import Accounts
 
 users_app = typer.Typer(help="Accounts of `hubferry serve`: users, passwords and API tokens.", no_args_is_help=True)
 
@@ -25,6 +27,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON line on
 
 def _accounts() -> Accounts:
     """The accounts in the configured job database (migrated first)."""
+    from hubferry.accounts import Accounts
     from hubferry.store import make_engine, upgrade
 
     settings = load_settings()
