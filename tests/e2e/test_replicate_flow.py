@@ -320,6 +320,14 @@ def test_served_with_webhooks_publishes_on_the_completed_webhook(env, images, fa
     assert all(f"{base}/webhooks/replicate?job={job_id}" == a.url for a in attempts)
     duplicates = [a for a in attempts if a.duplicate]
     assert len(duplicates) == 1  # the completed message came twice: answered, ignored
+    # progress webhooks add no reads to the polls' (none at a 600 s interval): hubferry read the training when
+    # it had never read it (start webhook, maybe the first logs one), then on the completed one (twice: status,
+    # then the weights URL)
+    training_id = fake.trainings()[0]["id"]
+    logs_webhooks = sum(a.event == "logs" for a in attempts)
+    reads = fake.calls(method="GET", route="/v1/trainings/{training_id}", training_id=training_id)
+    print(f"\n{logs_webhooks} logs webhooks, {reads} reads of the training")
+    assert logs_webhooks >= 4 and reads <= 4
     assert_published_lora(registry, alice_token, fake, Outcome.from_store(store, job_id), tmp_path)
 
     events = store.jobs.events(job_id)
@@ -406,6 +414,8 @@ def test_forged_replayed_stale_and_malformed_webhooks_change_nothing(env, images
         }
         for what, response in refused.items():
             assert 400 <= response.status_code < 500, (what, response.status_code, response.text)
+        assert refused["malformed JSON"].status_code == 400 and "not JSON" in refused["malformed JSON"].text
+        assert refused["forged (another secret)"].status_code == 401
         # a forger's flood costs at most one read of the signing secret from Replicate
         assert fake.calls(route="/v1/webhooks/default/secret") - secret_reads_before <= 1
         time.sleep(1.0)  # whatever a task would have done, it has done
@@ -471,6 +481,8 @@ def test_cancel_mid_training_cancels_it_at_replicate(env, images, fake, registry
     process = spawn(*train_args(images, "alice/flux-cancelled", "--wait", "--json"), env=env)
     try:
         job = store.wait(lambda j: j.state is JobState.TRAINING and (j.progress.step or 0) >= 2, "step 2")
+        fake.set_speed(0)  # still mid-way when the cancel arrives, however slow this machine is
+        assert fake.trainings()[0]["status"] == "processing"
         cancelled = hubferry("cancel", job.id, env=env)
         assert cancelled.returncode == 0, cancelled.stderr
         stdout, stderr = process.communicate(timeout=60)
@@ -503,9 +515,12 @@ def test_a_worker_killed_during_training_publishes_once_after_a_restart(env, ima
         assert result.returncode == 0 and "queued for the workers" in result.stderr, result.stderr
         job_id = last_json(result.stdout)["id"]
         store.wait(lambda j: (j.progress.step or 0) >= 1, "training progress", job_id=job_id)
+        fake.set_speed(0)  # the training stands still until the worker is dead, however slow this machine is
     finally:
         stop(worker, signal.SIGKILL)
     training = fake.trainings()[0]
+    assert training["status"] == "processing"
+    fake.set_speed(10)
     fake.wait_for(training["id"], "succeeded", timeout=30)
     assert store.jobs.require(job_id).state is JobState.TRAINING  # nobody was there to see it end
 
@@ -629,3 +644,35 @@ def test_a_job_file_reproduces_a_run(env, images, fake, registry, alice_token, t
     unknown.write_text('trainer = "replicate"\nimagez = "x"\n')
     refused = hubferry("train", "-f", str(unknown), env=env)
     assert refused.returncode == 2 and "imagez" in refused.stderr
+
+
+
+# -- the worker's chores keep to the poll budget -------------------------------------------------------------
+
+
+def test_the_reconciler_leaves_remote_trainings_to_the_polls(env, images, fake, monkeypatch):
+    """A Replicate training queued for a long time (no progress for minutes) is not read by the reconciler,
+    which looks for local runs whose process died: only the polls read it, once per interval."""
+    from datetime import timedelta
+
+    from hubferry.config import load_settings
+    from hubferry.services import replicate_jobs
+    from hubferry.services.context import open_context
+    from hubferry.services.reconcile import ORPHAN_GRACE, reconcile
+    from hubferry.services.training import run_training
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    fake.knobs.hold_starting = True  # queued at Replicate: no progress to report
+    ctx = open_context(load_settings())
+    job = replicate_jobs.submit(ctx, replicate_jobs.ReplicateRequest(
+        images=str(images), trigger_word=TRIGGER, steps=STEPS, repo_id="alice/flux-queued"))
+    run_training(ctx, job.id)
+    assert ctx.jobs.require(job.id).state is JobState.TRAINING
+    training_id = fake.trainings()[0]["id"]
+    real_clock = ctx.jobs.clock
+    ctx.jobs.clock = lambda: real_clock() + ORPHAN_GRACE + timedelta(minutes=5)  # long since any update
+    reads = fake.calls(method="GET", training_id=training_id)
+    reconcile(ctx)
+    assert fake.calls(method="GET", training_id=training_id) == reads
+    assert ctx.jobs.require(job.id).state is JobState.TRAINING

@@ -442,7 +442,9 @@ def running_fake_replicate(**knobs: Any) -> Iterator[FakeReplicate]:
 
     from fakes.replicate_routes import create_app
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP (not 0), so asyncio sets TCP_NODELAY on accepted connections: without it every
+    # keep-alive request waits ~40 ms on delayed ACKs.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

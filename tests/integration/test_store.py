@@ -223,6 +223,34 @@ def test_progress_and_runtime_updates(jobs: JobStore, clock: FakeClock) -> None:
     assert not jobs.set_runtime("job_nonexistent0", trainer_handle={"pid": 1})
 
 
+
+def test_remote_observations_are_claimed_once_per_interval(jobs: JobStore, clock: FakeClock) -> None:
+    def remote(name: str) -> Job:
+        job = jobs.create(new_job(owner="alice", name=name, trainer="replicate", params={}, dataset="replicate",
+                                  repo_id=f"alice/{name}", now=T0))
+        return walk(jobs, job.id, S.PREPARING, S.TRAINING)
+
+    a, b, c = remote("a"), remote("b"), remote("c")
+    walk(jobs, make(jobs, name="local").id, S.PREPARING, S.TRAINING)  # not a remote kind
+    walk(jobs, c.id, S.CANCELLED)  # not training
+    interval = timedelta(seconds=5)
+    assert jobs.update_progress(a.id, StageProgress("training", 20.0, 2, 10), log_cursor="120")
+
+    # fifty status reads race for one job: one reads the provider, with the cursor the last read left
+    claims = race(50, lambda _: jobs.claim_observation(a.id, stale_after=interval))
+    winners = [j for j in claims if j is not None]
+    assert len(winners) == 1 and winners[0].log_cursor == "120" and winners[0].observed_at == clock.now
+    # two poll cycles race: each due job is claimed by one of them, and only remote trainings are due
+    cycles = race(2, lambda _: jobs.claim_due(["replicate"], stale_after=interval))
+    assert sorted(j.id for cycle in cycles for j in cycle) == [b.id]
+    clock.advance(4.9)
+    assert jobs.claim_due(["replicate"], stale_after=interval) == []
+    assert jobs.claim_observation(b.id, stale_after=interval) is None
+    assert jobs.claim_observation(b.id, stale_after=timedelta(0)) is not None  # a webhook's forced read
+    clock.advance(0.1)
+    assert [j.id for j in jobs.claim_due(["replicate"], stale_after=interval, limit=5)] == [a.id]
+
+
 # -- timeline -------------------------------------------------------------------------------
 
 

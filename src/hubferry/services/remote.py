@@ -13,6 +13,7 @@ import shutil
 import threading
 import time
 import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 from pathlib import Path
 
@@ -34,6 +35,9 @@ log = get_logger(__name__)
 REMOTE_KINDS = ("replicate",)
 #: Most jobs read in one poll cycle (the rest wait for the next).
 POLL_BATCH = 1000
+#: Observations of one poll cycle in flight at once: a provider round trip (~100 ms to Replicate) is
+#: mostly waiting, so 1,000 jobs fit in a 5 s interval only when their reads overlap (1,000 x 0.1 s / 32 = 3 s).
+POLL_THREADS = 32
 
 _trackers: dict[str, ProgressTracker] = {}
 _trackers_lock = threading.Lock()
@@ -53,27 +57,42 @@ def refresh(ctx: Context, job_id: str, *, force: bool = False) -> Job:
     """Observe a remote training job once, if nobody did within the poll interval (or ``force``: a
     webhook said something happened), and act on what it says. Any other job is returned as it is."""
     job = ctx.jobs.require(job_id)
-    if job.trainer not in REMOTE_KINDS or job.state is not JobState.TRAINING or not job.trainer_handle:
+    if not _remote_training(job):
         return job
-    if not ctx.jobs.claim_observation(job_id, stale_after=timedelta(0) if force else stale_after(ctx)):
-        return job
+    _observe(ctx, job, force=force)
+    return ctx.jobs.require(job_id)
+
+
+def _remote_training(job: Job) -> bool:
+    return job.trainer in REMOTE_KINDS and job.state is JobState.TRAINING and bool(job.trainer_handle)
+
+
+def _observe(ctx: Context, job: Job, *, force: bool = False) -> None:
+    # the claimed job, read by the claim itself: the log cursor the previous observer left
+    claimed = ctx.jobs.claim_observation(job.id, stale_after=timedelta(0) if force else stale_after(ctx))
+    if claimed is not None and _remote_training(claimed):
+        _read_claimed(ctx, claimed)
+
+
+def _read_claimed(ctx: Context, job: Job) -> None:
+    """Read a claimed remote training from its provider and act on what it says."""
+    assert job.trainer_handle is not None
     trainer = ctx.trainer_for(job.trainer)
     seen = trainer.poll(job.trainer_handle, job.log_cursor or "")
     _record(ctx, job, seen)
     if seen.status is RunStatus.RUNNING:
-        return ctx.jobs.require(job_id)
+        return
     with _trackers_lock:
-        _trackers.pop(job_id, None)
+        _trackers.pop(job.id, None)
     discard_staged(ctx.settings, job.trainer_handle.get("staged_ref"),
                    replicate_token(ctx.credentials, job.owner, job.id))
     if seen.status is RunStatus.SUCCEEDED:
         _succeeded(ctx, job)
     elif seen.status is RunStatus.CANCELLED:
-        if ctx.jobs.transition(job_id, JobState.TRAINING, JobState.CANCELLED, message=seen.message) is not None:
-            ctx.jobs.append_event(job_id, EventKind.NOTICE, stage="training", message=seen.message)
+        if ctx.jobs.transition(job.id, JobState.TRAINING, JobState.CANCELLED, message=seen.message) is not None:
+            ctx.jobs.append_event(job.id, EventKind.NOTICE, stage="training", message=seen.message)
     else:
-        _fail(ctx, job, training_failure(job_id, seen.message, Path(job.log_path or "")))
-    return ctx.jobs.require(job_id)
+        _fail(ctx, job, training_failure(job.id, seen.message, Path(job.log_path or "")))
 
 
 def observe_now(ctx: Context, job_id: str) -> None:
@@ -82,15 +101,18 @@ def observe_now(ctx: Context, job_id: str) -> None:
 
 
 def _record(ctx: Context, job: Job, seen: Observation) -> None:
-    """Append the new log lines to the job's log file and store progress and the cursor."""
+    """Append the new log lines to the job's log file and store progress and the cursor (one write)."""
     if seen.lines:
         append(Path(job.log_path or ctx.settings.home / "logs" / f"{job.id}.log"), seen.lines)
         tracker = _tracker(job)
         now = time.monotonic()
         for line in seen.lines:
             tracker.feed(line, at=now)
-        ctx.jobs.update_progress(job.id, job_progress.from_snapshot(tracker.snapshot(now)))
-    ctx.jobs.set_log_cursor(job.id, seen.cursor)
+        progress = job_progress.from_snapshot(tracker.snapshot(now))
+        if ctx.jobs.update_progress(job.id, progress, log_cursor=seen.cursor):
+            return
+    if seen.cursor != (job.log_cursor or ""):
+        ctx.jobs.set_log_cursor(job.id, seen.cursor)
 
 
 def _succeeded(ctx: Context, job: Job) -> None:
@@ -133,15 +155,37 @@ def _fail(ctx: Context, job: Job, error: ErrorInfo) -> None:
 def poll_due(ctx: Context) -> int:
     """One poll cycle: observe every remote training not observed within the interval; returns how many.
 
-    A rate limit (429) ends the cycle early: the remaining jobs wait for the next one.
+    Due jobs are claimed a few at a time (one statement for up to :data:`POLL_THREADS` jobs) as
+    threads free up, and read up to :data:`POLL_THREADS` at once: provider round trips overlap, and a
+    claim is never ahead of its read by more than a moment (so reads stay an interval apart). A rate
+    limit (429) ends the cycle early: the remaining jobs wait for the next one.
     """
-    polled = 0
-    for job in ctx.jobs.remote_due(REMOTE_KINDS, stale_after=stale_after(ctx), limit=POLL_BATCH):
+    rate_limited = threading.Event()
+
+    def observe(job: Job) -> None:
+        if rate_limited.is_set():
+            return  # claimed but not read: read after one interval, when the limit may have passed
         try:
-            refresh(ctx, job.id)
+            _read_claimed(ctx, job)
         except HubferryError as exc:
             log.warning("poll failed", job_id=job.id, error=exc.message)
             if exc.category == "rate_limit":
+                rate_limited.set()
+        except Exception:  # noqa: BLE001 - one job's crash must not cost the others their observation
+            log.exception("poll crashed", job_id=job.id)
+
+    polled = 0
+    in_flight: set[Future[None]] = set()
+    with ThreadPoolExecutor(POLL_THREADS, thread_name_prefix="hubferry-poll") as pool:
+        while polled < POLL_BATCH and not rate_limited.is_set():
+            room = POLL_THREADS - len(in_flight)
+            if room < POLL_THREADS // 2:  # claim again once half the threads are free: no job waits for one
+                in_flight = wait(in_flight, return_when=FIRST_COMPLETED).not_done
+                continue
+            batch = ctx.jobs.claim_due(REMOTE_KINDS, stale_after=stale_after(ctx),
+                                       limit=min(room, POLL_BATCH - polled))
+            if not batch:
                 break
-        polled += 1
+            polled += len(batch)
+            in_flight |= {pool.submit(observe, job) for job in batch}
     return polled

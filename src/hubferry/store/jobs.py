@@ -138,14 +138,15 @@ class JobStore:
 
     # -- progress and runtime facts ----------------------------------------------------------
 
-    def update_progress(self, job_id: str, progress: StageProgress) -> bool:
-        """Record the latest progress of an active job.
+    def update_progress(self, job_id: str, progress: StageProgress, *, log_cursor: str | None = None) -> bool:
+        """Record the latest progress of an active job (and, in the same write, how much of a remote run's
+        log it was read from).
 
         Returns:
             ``False`` when the job is gone or no longer active (a late report is dropped).
         """
         now = self.clock()
-        values = {
+        values: dict[str, Any] = {
             "stage": progress.stage,
             "percent": progress.percent,
             "step": progress.step,
@@ -154,6 +155,8 @@ class JobStore:
             "eta_seconds": progress.eta_seconds,
             "updated_at": now,
         }
+        if log_cursor is not None:
+            values["log_cursor"] = log_cursor
         active = [s.value for s in domain.ACTIVE_STATES]
         with write_transaction(self.engine) as conn:
             result = conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.state.in_(active)).values(**values))
@@ -161,8 +164,9 @@ class JobStore:
                 progress_history.record(conn, job_id, progress, now=now)
         return result.rowcount == 1
 
-    def claim_observation(self, job_id: str, *, stale_after: timedelta) -> bool:
-        """Take the right to read a remote run from its provider now: True for one caller per interval.
+    def claim_observation(self, job_id: str, *, stale_after: timedelta) -> Job | None:
+        """Take the right to read a remote run from its provider now: the job (as the claim left it, with
+        the log cursor of the previous observation) for one caller per interval, ``None`` for the others.
 
         A compare-and-set on ``observed_at``, so pollers, webhooks and status reads on any number of
         processes make at most one provider call per job per ``stale_after``.
@@ -170,26 +174,30 @@ class JobStore:
         now = self.clock()
         fresh = sa.or_(jobs.c.observed_at.is_(None), jobs.c.observed_at <= now - stale_after)
         with write_transaction(self.engine) as conn:
-            result = conn.execute(sa.update(jobs).where(jobs.c.id == job_id, fresh).values(observed_at=now))
-        return result.rowcount == 1
+            row = conn.execute(
+                sa.update(jobs).where(jobs.c.id == job_id, fresh).values(observed_at=now).returning(*jobs.c)
+            ).mappings().first()
+        return _job_from_row(row) if row is not None else None
 
     def set_log_cursor(self, job_id: str, cursor: str) -> None:
         """Remember how much of a remote run's log has been consumed."""
         with write_transaction(self.engine) as conn:
             conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(log_cursor=cursor))
 
-    def remote_due(self, kinds: Iterable[str], *, stale_after: timedelta, limit: int = 1000) -> list[Job]:
-        """Training jobs of the remote ``kinds`` not observed for ``stale_after``, oldest observation first."""
+    def claim_due(self, kinds: Iterable[str], *, stale_after: timedelta, limit: int = 1000) -> list[Job]:
+        """Claim (as :meth:`claim_observation` does, in one statement) the training jobs of the remote
+        ``kinds`` not observed for ``stale_after``, oldest observation first; returns them as claimed."""
         now = self.clock()
-        query = (
-            sa.select(jobs)
-            .where(jobs.c.trainer.in_(list(kinds)), jobs.c.state == JobState.TRAINING.value,
-                   sa.or_(jobs.c.observed_at.is_(None), jobs.c.observed_at <= now - stale_after))
+        fresh = sa.or_(jobs.c.observed_at.is_(None), jobs.c.observed_at <= now - stale_after)
+        due = (
+            sa.select(jobs.c.id)
+            .where(jobs.c.trainer.in_(list(kinds)), jobs.c.state == JobState.TRAINING.value, fresh)
             .order_by(jobs.c.observed_at.asc().nulls_first())
             .limit(limit)
         )
-        with self.engine.connect() as conn:
-            return [_job_from_row(row) for row in conn.execute(query).mappings()]
+        claim = sa.update(jobs).where(jobs.c.id.in_(due), fresh).values(observed_at=now).returning(*jobs.c)
+        with write_transaction(self.engine) as conn:
+            return [_job_from_row(row) for row in conn.execute(claim).mappings()]
 
     def record_delivery(self, provider: str, delivery_id: str, job_id: str) -> bool:
         """Remember a webhook delivery; False when that delivery id was seen before (a repeat)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from hubferry.config import Settings
@@ -15,6 +16,10 @@ __all__ = ["Capabilities", "Handle", "KINDS", "Observation", "RunStatus", "Train
 KINDS = ("local", "replicate")
 #: Replicate clients kept per token (a poll cycle reads many jobs of few users).
 _API_CACHE_SIZE = 64
+#: A job's Replicate token is read again after this long: each read parses the whole vault, which for
+#: 1,000 tracked jobs was a third of every poll cycle. A token stored meanwhile is used from then on.
+TOKEN_TTL_S = 30.0
+_TOKEN_CACHE_SIZE = 10_000
 
 
 def for_kind(
@@ -24,7 +29,7 @@ def for_kind(
     """The trainer for jobs of ``kind``.
 
     Args:
-        replicate_token: ``(owner, job_id) -> token``, read each time it is needed.
+        replicate_token: ``(owner, job_id) -> token``, read when needed, at most every :data:`TOKEN_TTL_S`.
         stage: ``(job, token) -> (URL, ref)`` staging a job's dataset zip where a remote trainer can fetch it.
 
     Raises:
@@ -39,19 +44,32 @@ def for_kind(
         from hubferry.trainers.replicate_api import ReplicateApi, connect
 
         apis: dict[str, ReplicateApi] = {}
+        tokens: dict[tuple[str, str], tuple[str, float]] = {}
+
+        def token_for(owner: str, job_id: str) -> str | None:
+            cached = tokens.get((owner, job_id))
+            if cached is not None and time.monotonic() - cached[1] < TOKEN_TTL_S:
+                return cached[0]
+            token = replicate_token(owner, job_id) if replicate_token else None
+            if token:  # a missing token is looked for again next time
+                if len(tokens) >= _TOKEN_CACHE_SIZE:
+                    tokens.clear()
+                tokens[(owner, job_id)] = (token, time.monotonic())
+            return token
 
         def api_for(owner: str, job_id: str) -> ReplicateApi:
-            token = replicate_token(owner, job_id) if replicate_token else None
+            token = token_for(owner, job_id)
             if not token:
                 raise PermanentError(
                     "no Replicate token for this job", category="authentication",
                     hint="store one with `hubferry secrets set replicate_token`, then `hubferry retry JOB`",
                 )
-            if token not in apis:
+            api = apis.get(token)  # poll threads share these: read once, never index after a check
+            if api is None:
                 if len(apis) >= _API_CACHE_SIZE:
                     apis.clear()
-                apis[token] = connect(settings, token)
-            return apis[token]
+                api = apis[token] = connect(settings, token)
+            return api
 
         return ReplicateTrainer(settings, api_for, stage)
     raise ValidationError(f"unknown trainer {kind!r}", field="trainer", hint="one of: " + ", ".join(KINDS))
