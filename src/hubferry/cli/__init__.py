@@ -59,6 +59,8 @@ def _register() -> None:
     from hubferry.cli.dataset import dataset_app
     app.add_typer(dataset_app, name="dataset", help="Check and pack training images into a dataset zip.")
     app.add_typer(adopt.adopt_app, name="adopt")
+    from hubferry.cli import config_cmd
+    app.add_typer(config_cmd.config_app, name="config")
     app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(train.train)
     for command in (jobs.watch, jobs.cancel, jobs.retry, service.worker, service.serve, push.push):
         app.command()(command)
