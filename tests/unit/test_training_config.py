@@ -81,7 +81,7 @@ def test_top_level_key_says_which_section_it_belongs_to() -> None:
 
 
 def test_key_in_the_wrong_section_names_the_right_one() -> None:
-    assert problems(SFT + "[training]\nr = 8\n") == ["training.r belongs under lora: (as lora.r)"]
+    assert problems(SFT + "[training]\nr = 8\n") == ["training.r belongs under lora: (as lora.r) (line 7)"]
 
 
 def test_typo_suggests_the_close_spelling() -> None:
@@ -99,7 +99,7 @@ def test_unknown_key_without_suggestion_lists_the_known_ones() -> None:
 def test_wrong_type_and_out_of_range() -> None:
     lines = problems(SFT + '[training]\nlearning_rate = 0.5\nmax_steps = "100"\nper_device_batch_size = 0\n'
                      '[output]\nprivate = "no"\n')
-    assert "training.learning_rate: should be less than or equal to 0.01 (got 0.5)" in lines
+    assert "training.learning_rate: should be less than or equal to 0.01 (got 0.5) (line 7)" in lines
     assert any(line.startswith("training.max_steps: should be a valid integer") for line in lines)
     assert any(line.startswith("training.per_device_batch_size: should be greater than or equal to 1")
                for line in lines)
@@ -119,9 +119,17 @@ def test_epochs_and_steps_exclude_each_other() -> None:
 
 def test_method_specifics_only_for_their_method() -> None:
     [line] = problems(SFT + "[dpo]\nbeta = 0.1\n")
-    assert line == 'dpo.beta is only allowed with method = "dpo" (this config\'s method is "sft")'
+    assert line == 'dpo.beta is only allowed with method = "dpo" (this config\'s method is "sft") (line 7)'
     [line] = problems("beta = 0.1\n" + SFT.replace('"sft"', '"orpo"'))
-    assert line == "beta belongs under orpo: (as orpo.beta)"
+    assert line == "beta belongs under orpo: (as orpo.beta) (line 1)"
+
+
+def test_yaml_problems_name_their_line() -> None:
+    lines = problems("method: sft\ndataset: alice/x\nmodel:\n  base: gpt2\ntraining:\n  max_steps: 0\n"
+                     "  lora_r: 8\noutput: {repo: nope}\n", fmt="yaml")
+    assert lines[0].endswith("(line 7)") and lines[0].startswith("training.lora_r")
+    assert lines[1] == "training.max_steps: should be greater than or equal to 1 (got 0) (line 6)"
+    assert lines[2].startswith("output.repo:") and lines[2].endswith("(line 8)")
 
 
 def test_lora_and_full_finetune_exclude_each_other() -> None:

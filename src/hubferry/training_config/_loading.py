@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +58,7 @@ def load(path: str | Path) -> TrainingConfigModel:
 def loads(text: str, *, fmt: str = "toml", source: str = "training config") -> TrainingConfigModel:
     """Parse ``text`` as TOML or YAML (``fmt``) and validate it; see :func:`load`."""
     data: Any
+    lines: dict[str, int] = {}
     if fmt == "yaml":
         try:
             data = yaml.safe_load(text)
@@ -66,19 +70,60 @@ def loads(text: str, *, fmt: str = "toml", source: str = "training config") -> T
                                   hint="fix the line it names") from None
         except yaml.YAMLError as exc:
             raise ValidationError(f"{source} is not valid YAML: {exc}", path=source) from None
+        lines = _yaml_key_lines(text)
     elif fmt == "toml":
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:  # its message ends with "(at line L, column C)"
             raise ValidationError(f"{source} is not valid TOML: {exc}", path=source,
                                   hint="fix the line it names") from None
+        lines = _toml_key_lines(text)
     else:
         raise ValueError(f"unknown config format {fmt!r}")
-    return parse(data, source=source)
+    return parse(data, source=source, key_lines=lines)
 
 
-def parse(data: Any, *, source: str = "training config") -> TrainingConfigModel:
+def _yaml_key_lines(text: str) -> dict[str, int]:
+    """The line of each key (top level and one level down) of a YAML document, from the parser's marks."""
+    lines: dict[str, int] = {}
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    for key, value in root.value if isinstance(root, yaml.MappingNode) else ():
+        lines[str(key.value)] = key.start_mark.line + 1
+        for sub, _ in value.value if isinstance(value, yaml.MappingNode) else ():
+            lines[f"{key.value}.{sub.value}"] = sub.start_mark.line + 1
+    return lines
+
+
+_TOML_TABLE = re.compile(r"\[\s*([A-Za-z0-9_-]+)\s*\]\s*(#.*)?$")
+_TOML_KEY = re.compile(r"([A-Za-z0-9_-]+)\s*=")
+
+
+def _toml_key_lines(text: str) -> dict[str, int]:
+    """The line of each bare key and ``[table]`` of a TOML document (tomllib gives none; quoted keys are skipped)."""
+    lines: dict[str, int] = {}
+    table = ""
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if header := _TOML_TABLE.match(stripped):
+            table = header.group(1)
+            lines.setdefault(table, number)
+        elif key := _TOML_KEY.match(stripped):
+            lines.setdefault(f"{table}.{key.group(1)}" if table else key.group(1), number)
+    return lines
+
+
+def _located(problem: Problem, key_lines: Mapping[str, int]) -> Problem:
+    path = problem.field.split("[")[0]
+    while path and path not in key_lines:
+        path = path.rpartition(".")[0]
+    return dataclasses.replace(problem, line_number=key_lines[path]) if path else problem
+
+
+def parse(data: Any, *, source: str = "training config",
+          key_lines: Mapping[str, int] | None = None) -> TrainingConfigModel:
     """Validate already-parsed config ``data`` (a dict, e.g. a JSON request body) into the method's config.
+
+    ``key_lines`` maps dotted paths to their line in the file, to show in messages.
 
     Raises:
         ValidationError: every problem at once; see :func:`load`.
@@ -99,5 +144,5 @@ def parse(data: Any, *, source: str = "training config") -> TrainingConfigModel:
         config = _MODELS[method].model_validate(clean)
     except pydantic.ValidationError as exc:
         problems.extend(from_pydantic(exc.errors()))
-    raise_problems(problems, source=source, path=source)
+    raise_problems([_located(p, key_lines or {}) for p in problems], source=source, path=source)
     return config

@@ -21,14 +21,17 @@ class Problem:
     field: str
     message: str
     hint: str = ""
+    #: Where in the file, when known (1-based).
+    line_number: int | None = None
 
     @property
     def line(self) -> str:
-        """The problem as one line that starts with its path."""
-        return self.message if self.message.startswith(self.field) else f"{self.field}: {self.message}"
+        """The problem as one line that starts with its path (and ends with its line in the file, if known)."""
+        text = self.message if self.message.startswith(self.field) else f"{self.field}: {self.message}"
+        return text if self.line_number is None else f"{text} (line {self.line_number})"
 
-    def to_dict(self) -> dict[str, str]:
-        return {"field": self.field, "message": self.line, "hint": self.hint}
+    def to_dict(self) -> dict[str, Any]:
+        return {"field": self.field, "message": self.line, "hint": self.hint, "line": self.line_number}
 
 
 def dotted(loc: Iterable[int | str]) -> str:
