@@ -177,6 +177,14 @@ def test_syntax_errors_name_the_line(tmp_path: Path) -> None:
     assert info.value.context["line"] == 2
 
 
+def test_yaml_alias_bomb_is_reported_not_expanded() -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True))
+    lines = problems(bomb.replace("a: &a", "x_a: &a") + "method: sft\ndataset: alice/x\nmodel: {base: gpt2}\n"
+                     "lora: {r: *i, target_modules: *i}\n", fmt="yaml")
+    assert "lora.r: should be a valid integer (got a list of 10 items) (line 13)" in lines
+
+
 def test_top_level_must_be_a_table() -> None:
     assert "it is a list" in problems("- a\n- b\n", fmt="yaml")[0]
     assert "it is empty" in problems("", fmt="yaml")[0]

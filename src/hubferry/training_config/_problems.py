@@ -43,6 +43,8 @@ def dotted(loc: Iterable[int | str]) -> str:
 
 
 def _shown(value: Any) -> str:
+    if isinstance(value, list | tuple | dict | set):  # never repr: YAML aliases can nest a list a billion times
+        return f"a {'table' if isinstance(value, dict) else 'list'} of {len(value)} items"
     text = repr(value)
     return text if len(text) <= _MAX_SHOWN_VALUE else text[: _MAX_SHOWN_VALUE - 3] + "..."
 
