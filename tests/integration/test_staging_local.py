@@ -112,7 +112,9 @@ def test_path_traversal_names_are_refused_even_when_signed(settings, client, dat
                  "0123456789abcdef-" + "a" * 300]:
         signed = f"/staging/{name}?exp={exp}&sig={store.signature(name, exp)}"
         response = client.get(signed)
-        assert response.status_code in (403, 404), name
+        if client.build_request("GET", signed).url.path.startswith("/staging/"):
+            assert response.status_code in (403, 404), name
+        # else the client resolved the dot segments itself ("/staging/.." is "/"): not a staging request
         assert secret not in response.content, name
 
 
