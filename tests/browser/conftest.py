@@ -27,7 +27,9 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 WAIT_MS = 30_000
 
 
-@pytest.fixture(scope="session")
+# Package scope: sync Playwright runs an event loop in this thread, which must stop before other tests
+# (asyncio.run() refuses to start inside a running loop).
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
         message = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
