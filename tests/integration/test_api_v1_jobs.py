@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 
 import pytest
 from huggingface_hub import HfApi
@@ -34,15 +35,17 @@ def test_an_admins_local_job_is_created_runs_publishes_and_can_be_read_every_way
         app, ctx, users, tmp_path, registry, alice_token):
     ctx.credentials.set("root", registry.endpoint, alice_token)  # root's stored Hub token (as PUT /secrets/hub does)
     root = users.token_client(app, "root", admin=True)
-    created = root.post("/api/v1/jobs", json=local_job(tmp_path / "out", steps=30, step_s=0.04, name="api lora"))
+    name = f"api lora {uuid.uuid4().hex[:6]}"  # the registry is shared by the whole session
+    repo = "alice/" + name.replace(" ", "-")
+    created = root.post("/api/v1/jobs", json=local_job(tmp_path / "out", steps=30, step_s=0.04, name=name))
     assert created.status_code == 201, created.text
     job_id = created.json()["id"]
-    assert created.json()["owner"] == "root" and created.json()["repo_id"] == "alice/api-lora"
+    assert created.json()["owner"] == "root" and created.json()["repo_id"] == repo
 
     job = wait_for_state(root, job_id, {"published", "failed"})
     assert job["state"] == "published", job["error"]
-    assert job["repo_url"] == f"{registry.endpoint}/alice/api-lora"
-    assert HfApi(endpoint=registry.endpoint, token=alice_token).repo_info("alice/api-lora").sha == job["commit_sha"]
+    assert job["repo_url"] == f"{registry.endpoint}/{repo}"
+    assert HfApi(endpoint=registry.endpoint, token=alice_token).repo_info(repo).sha == job["commit_sha"]
     stages = [e["stage"] for e in job["timeline"] if e["kind"] == "stage_finished"]
     assert stages == ["training", "publishing", "verifying"]
 
