@@ -547,6 +547,7 @@ def test_adopt_a_training_started_with_the_replicate_client(env, fake, replicate
         training = replicate_client.trainings.create(
             model=f"{TRAINER_OWNER}/{TRAINER_NAME}", version=TRAINER_VERSION, destination="alice/adopted-model",
             input={"input_images": data, "steps": 30, "trigger_word": "adoptme"})
+    fake.hold(training.id)  # still running when it is adopted, however fast the fake is
     result = hubferry("adopt", "replicate", training.id, "--repo", "alice/adopted", "--json", env=env)
     assert result.returncode == 0, result.stderr
     job = last_json(result.stdout)
@@ -554,6 +555,7 @@ def test_adopt_a_training_started_with_the_replicate_client(env, fake, replicate
     again = hubferry("adopt", "replicate", training.id, env=env)
     assert again.returncode == 2 and "already tracked" in again.stderr
 
+    fake.release(training.id)
     watched = hubferry("watch", job["id"], env=env)
     assert watched.returncode == 0, watched.stderr
     assert "published and verified" in watched.stderr
@@ -676,3 +678,41 @@ def test_the_reconciler_leaves_remote_trainings_to_the_polls(env, images, fake, 
     reconcile(ctx)
     assert fake.calls(method="GET", training_id=training_id) == reads
     assert ctx.jobs.require(job.id).state is JobState.TRAINING
+
+
+def test_observers_racing_on_a_finished_training_download_it_once(env, images, fake, registry, alice_token,
+                                                                 tmp_path, monkeypatch):
+    """A completed webhook, a poll and a status read that all see the success at once: one downloads the
+    weights, one publish starts, the timeline says "training finished" once."""
+    import threading
+
+    from hubferry.config import load_settings
+    from hubferry.services import remote, replicate_jobs
+    from hubferry.services.context import open_context
+    from hubferry.services.training import run_training
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    ctx = open_context(load_settings())
+    job = replicate_jobs.submit(ctx, replicate_jobs.ReplicateRequest(
+        images=str(images), trigger_word=TRIGGER, steps=STEPS, repo_id="alice/flux-raced"))
+    run_training(ctx, job.id)
+    fake.wait_for(fake.trainings()[0]["id"], "succeeded")
+    barrier = threading.Barrier(6)
+
+    def observe() -> None:
+        barrier.wait()
+        remote.refresh(ctx, job.id, force=True)
+
+    observers = [threading.Thread(target=observe) for _ in range(6)]
+    for observer in observers:
+        observer.start()
+    for observer in observers:
+        observer.join()
+    final = ctx.jobs.require(job.id)
+    assert final.state is JobState.PUBLISHED, final.error
+    assert fake.calls(route="/delivery/{opaque}/trained_model.tar") == 1
+    events = ctx.jobs.events(job.id)
+    assert sum(training_finished(e) for e in events) == 1
+    assert sum(upload_started(e) for e in events) == 1
+    assert_published_lora(registry, alice_token, fake, Outcome.from_store(Store(env), job.id), tmp_path)
