@@ -231,13 +231,15 @@ def test_simulated_run_on_a_controlled_clock(fake_replicate, replicate_client, d
     assert seen.status == "processing" and seen.started_at and seen.logs and "flux_train_replicate:" not in seen.logs
 
     logs, tracker = seen.logs, ProgressTracker(total_steps=100)
-    tracker.feed_lines(logs.splitlines(keepends=True))
+    for line in logs.splitlines(keepends=True):
+        tracker.feed(line)
     assert tracker.snapshot().stage == "starting"  # the preprocessing bars are not training
     for _ in range(6):  # to 1 s into training (10 steps/s), in 0.25 s moves
         fake_replicate.advance(0.25)
         now = replicate_client.trainings.get(training.id).logs
         assert now.startswith(logs) and now.endswith("\n")  # cumulative, whole lines
-        tracker.feed_lines(now[len(logs):].splitlines(keepends=True))
+        for line in now[len(logs):].splitlines(keepends=True):
+            tracker.feed(line)
         logs = now
     snap = tracker.snapshot()
     assert (snap.stage, snap.step, snap.total_steps) == ("training", 10, 100) and snap.loss is not None

@@ -272,22 +272,6 @@ def test_snapshot_dict_has_exactly_the_documented_keys():
     assert snap.overall_percent == pytest.approx(5 + 0.9 * 45)
 
 
-def test_stages_advance_forward_only():
-    tracker = ProgressTracker()
-    tracker.feed("steps: 100%|██████████| 1000/1000 [10:00<00:00,  1.67it/s]")
-    tracker.advance("publishing", 30)
-    snap = tracker.snapshot()
-    assert (snap.stage, snap.percent, snap.step) == ("publishing", 30.0, 1000)
-    tracker.advance("publishing", 10)
-    assert tracker.snapshot().percent == 30.0
-    tracker.feed("steps:  50%|█████     | 500/1000 [05:00<05:00,  1.67it/s]")
-    assert tracker.snapshot().stage == "publishing"
-    with pytest.raises(ValueError, match="cannot go back"):
-        tracker.advance("training")
-    with pytest.raises(ValueError):
-        tracker.advance("uploading")
-
-
 def test_parse_log_reads_text_and_binary_streams():
     assert parse_log(io.StringIO(KOHYA_LOG)).step == 450
     assert parse_log(io.BytesIO(KOHYA_LOG.encode() + b"\xff\xfe garbage\n")).step == 450
@@ -478,7 +462,8 @@ def test_replicate_log_fed_line_by_line(total_steps):
     assert seen[3] == ("training", 31.0, 310, 1000)
     assert seen[5] == ("training", pytest.approx(99.9), 999, 1000)  # printed 100%, but a step is left
     assert seen[6] == ("training", 100.0, 1000, 1000)
-    tracker.feed_lines(REPLICATE_POSTAMBLE.splitlines(keepends=True))
+    for line in REPLICATE_POSTAMBLE.splitlines(keepends=True):
+        tracker.feed(line)
     snap = tracker.snapshot()
     assert (snap.stage, snap.percent, snap.step, snap.total_steps) == ("training", 100.0, 1000, 1000)
     assert snap.loss == pytest.approx(0.3377)

@@ -28,10 +28,6 @@ class Lease:
     fence: int
     until: datetime
 
-    def expired(self, now: datetime) -> bool:
-        """Whether the lease has run out at ``now``."""
-        return is_expired(self.until, now)
-
 
 def lease_deadline(now: datetime, ttl: timedelta) -> datetime:
     """When a lease taken or renewed at ``now`` runs out.
@@ -42,11 +38,6 @@ def lease_deadline(now: datetime, ttl: timedelta) -> datetime:
     if ttl <= timedelta(0):
         raise ValueError(f"a lease needs a positive ttl, got {ttl}")
     return now + ttl
-
-
-def is_expired(until: datetime | None, now: datetime) -> bool:
-    """Whether a lease held ``until`` has run out at ``now`` (no lease counts as expired)."""
-    return until is None or until < now
 
 
 def heartbeat_interval(ttl: timedelta) -> timedelta:

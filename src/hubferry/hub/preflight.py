@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, cast
 
 from huggingface_hub import HfApi, get_token
@@ -10,6 +9,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.hf_api import DatasetInfo, ModelInfo, SpaceInfo
 from huggingface_hub.utils import validate_repo_id
 
+from hubferry.config import Settings
 from hubferry.errors import PermanentError, ValidationError
 from hubferry.hub import retry
 from hubferry.hub.progress import format_size
@@ -19,9 +19,10 @@ from hubferry.services.ports import HubIdentity
 _WRITE_ROLES = {"admin", "write", "contributor"}
 
 
-def resolve_token(explicit: str | None) -> str:
-    """The token: explicit, then HF_TOKEN, then huggingface_hub's token file."""
-    token = explicit or os.environ.get("HF_TOKEN") or get_token()
+def resolve_token(explicit: str | None, settings: Settings) -> str:
+    """The token of a push from a script or ``hubferry push``: explicit, then HUBFERRY_TOKEN/HF_TOKEN
+    (through settings), then huggingface_hub's saved login."""
+    token = explicit or settings.shell_token() or get_token()
     if not token:
         raise ValidationError(
             "no Hugging Face token", category="authentication",

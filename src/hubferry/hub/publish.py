@@ -127,7 +127,7 @@ def publish(
     clients = clients or HubClients(settings)
     folder = Path(folder).expanduser()
     endpoint = (endpoint or settings.resolved_endpoint()).rstrip("/")
-    token = preflight.resolve_token(token or (settings.token.get_secret_value() if settings.token else None))
+    token = preflight.resolve_token(token, settings)
     revision = revision or "main"
     namespace, _name = preflight.check_repo_id(repo_id)
     policy = retry.RetryPolicy.from_settings(settings)

@@ -44,8 +44,7 @@ class HubPublisher:
         )
 
     def _api(self, target: HubTarget) -> HfApi:
-        token = preflight.resolve_token(target.token)
-        return self.clients.api(target.endpoint.rstrip("/"), token)
+        return self.clients.api(target.endpoint.rstrip("/"), _token(target))
 
     def identify(self, target: HubTarget) -> HubIdentity:
         """whoami, retried on transient failures; PermanentError for a bad token."""
@@ -80,7 +79,7 @@ class HubPublisher:
     ) -> Publication:
         """Push ``folder`` (resumable, exactly once); not yet verified."""
         return publish(
-            folder, repo_id, endpoint=target.endpoint, token=preflight.resolve_token(target.token), private=private,
+            folder, repo_id, endpoint=target.endpoint, token=_token(target), private=private,
             message=message, card=card, progress=progress, settings=self.settings, clients=self.clients,
             forbidden_roots=[self.settings.home], verify_after=False,
         )
@@ -96,3 +95,11 @@ class HubPublisher:
         files = files if files is not None else local_manifest(folder, repo_id, card=card, settings=self.settings)
         verify(self._api(target), repo_id, "model", commit_sha, files, self.policy)
         return files
+
+
+def _token(target: HubTarget) -> str:
+    """A job's token is the one its credential resolved, never this process's environment."""
+    if not target.token:
+        raise ValidationError(f"no Hub token for {target.endpoint}", category="authentication",
+                              hint="store one (`hubferry secrets set hf_token --endpoint URL`) or pass --token")
+    return target.token

@@ -42,10 +42,6 @@ class Principal:
     token_name: str = ""
     token_id: int | None = None
 
-    @property
-    def can_write(self) -> bool:
-        return self.user is not None and self.role == "write"
-
 
 ANONYMOUS = Principal(None)
 

@@ -35,6 +35,9 @@ log = get_logger(__name__)
 REMOTE_KINDS = ("replicate",)
 #: Most jobs read in one poll cycle (the rest wait for the next).
 POLL_BATCH = 1000
+#: How long an observer that saw a training succeed holds the job while it downloads the weights; a
+#: worker that dies meanwhile leaves the download to the first poll after it.
+DOWNLOAD_HOLD = timedelta(minutes=15)
 #: Observations of one poll cycle in flight at once: a provider round trip (~100 ms to Replicate) is
 #: mostly waiting, so 1,000 jobs fit in a 5 s interval only when their reads overlap (1,000 x 0.1 s / 32 = 3 s).
 POLL_THREADS = 32
@@ -116,8 +119,15 @@ def _record(ctx: Context, job: Job, seen: Observation) -> None:
 
 
 def _succeeded(ctx: Context, job: Job) -> None:
-    """Download the outputs (at once: providers delete them), then start the publish exactly once."""
+    """Download the outputs (at once: providers delete them), then start the publish exactly once.
+
+    The observer whose claim is the latest holds the job for :data:`DOWNLOAD_HOLD` while it downloads:
+    a webhook, a poll or a status read that sees the success meanwhile leaves the download to it.
+    """
     assert job.trainer_handle is not None and job.output_dir is not None
+    held_until = ctx.jobs.clock() + DOWNLOAD_HOLD
+    if not ctx.jobs.hold_observation(job.id, claimed_at=job.observed_at, until=held_until):
+        return  # another observer claimed the job after us: it downloads and publishes
     output = Path(job.output_dir)
     started = time.monotonic()
     if not (output.is_dir() and any(output.iterdir())):
@@ -133,7 +143,8 @@ def _succeeded(ctx: Context, job: Job) -> None:
             if isinstance(exc, TransientError):
                 ctx.jobs.append_event(job.id, EventKind.NOTICE, stage="training",
                                       message=f"downloading the outputs failed; will retry: {exc.message}"[:500])
-                ctx.jobs.claim_observation(job.id, stale_after=timedelta(0))  # the next poll retries
+                # released: the next poll, one interval from now, downloads again
+                ctx.jobs.hold_observation(job.id, claimed_at=held_until, until=ctx.jobs.clock())
                 return
             _fail(ctx, job, ErrorInfo.from_exception(exc))
             return

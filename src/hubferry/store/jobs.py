@@ -179,6 +179,18 @@ class JobStore:
             ).mappings().first()
         return _job_from_row(row) if row is not None else None
 
+    def hold_observation(self, job_id: str, *, claimed_at: datetime | None, until: datetime) -> bool:
+        """Move a job's observation mark from ``claimed_at`` (the claim the caller holds) to ``until``.
+
+        A mark in the future keeps every other observer, forced ones included, from claiming the job until
+        then; a mark of now lets the next poll claim it after one interval. Returns False when another
+        observer claimed the job since ``claimed_at`` (it now holds the job; the caller must back off).
+        """
+        with write_transaction(self.engine) as conn:
+            result = conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.observed_at == claimed_at)
+                                  .values(observed_at=until))
+        return result.rowcount == 1
+
     def set_log_cursor(self, job_id: str, cursor: str) -> None:
         """Remember how much of a remote run's log has been consumed."""
         with write_transaction(self.engine) as conn:

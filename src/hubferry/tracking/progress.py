@@ -149,25 +149,6 @@ class ProgressTracker:
             self._apply(reading, at)
         self._apply_time_estimate(self._last_at)
 
-    def feed_lines(self, lines: Iterable[str], at: float | None = None) -> None:
-        """Read many lines that arrived together."""
-        for line in lines:
-            self.feed(line, at)
-
-    def advance(self, stage: str, percent: float | None = None) -> None:
-        """Move to a later stage (or report progress within the current one).
-
-        Raises:
-            ValueError: ``stage`` is unknown or comes before the current stage.
-        """
-        index = stage_index(stage)
-        if index < self._stage:
-            raise ValueError(f"cannot go back from stage {self.stage!r} to {stage!r}")
-        if index > self._stage:
-            self._enter(index)
-        if percent is not None:
-            self._raise_floor(percent)
-
     def snapshot(self, now: float | None = None) -> Snapshot:
         """Progress now; ``now`` (same clock as ``at``) defaults to the latest timestamp fed."""
         if now is not None and math.isfinite(now):
