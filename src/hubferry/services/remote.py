@@ -90,7 +90,7 @@ def _read_claimed(ctx: Context, job: Job) -> None:
     discard_staged(ctx.settings, job.trainer_handle.get("staged_ref"),
                    replicate_token(ctx.credentials, job.owner, job.id))
     if seen.status is RunStatus.SUCCEEDED:
-        _succeeded(ctx, job)
+        _succeeded(ctx, job, seen.outputs)
     elif seen.status is RunStatus.CANCELLED:
         if ctx.jobs.transition(job.id, JobState.TRAINING, JobState.CANCELLED, message=seen.message) is not None:
             ctx.jobs.append_event(job.id, EventKind.NOTICE, stage="training", message=seen.message)
@@ -118,8 +118,11 @@ def _record(ctx: Context, job: Job, seen: Observation) -> None:
         ctx.jobs.set_log_cursor(job.id, seen.cursor)
 
 
-def _succeeded(ctx: Context, job: Job) -> None:
+def _succeeded(ctx: Context, job: Job, outputs: str | None = None) -> None:
     """Download the outputs (at once: providers delete them), then start the publish exactly once.
+
+    ``outputs`` is where the observation said they are (the trainer reads the run again when it is
+    not given).
 
     The observer whose claim is the latest holds the job for :data:`DOWNLOAD_HOLD` while it downloads:
     a webhook, a poll or a status read that sees the success meanwhile leaves the download to it.
@@ -134,7 +137,8 @@ def _succeeded(ctx: Context, job: Job) -> None:
         output.parent.mkdir(parents=True, exist_ok=True)  # an adopted job never ran ``start``, which makes it
         scratch = output.parent / f".{output.name}.{uuid.uuid4().hex[:8]}"
         try:
-            fetched = ctx.trainer_for(job.trainer).fetch_outputs(job.trainer_handle, scratch)
+            handle = {**job.trainer_handle, "outputs": outputs} if outputs else job.trainer_handle
+            fetched = ctx.trainer_for(job.trainer).fetch_outputs(handle, scratch)
             if output.is_dir() and not any(output.iterdir()):
                 output.rmdir()
             if not output.exists():

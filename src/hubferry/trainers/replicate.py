@@ -77,8 +77,13 @@ class ReplicateTrainer:
         self.api_for(str(handle["owner"]), str(handle["job_id"])).cancel_training(str(handle["training_id"]))
 
     def fetch_outputs(self, handle: Handle, dest: Path) -> Path:
-        training = self.api_for(str(handle["owner"]), str(handle["job_id"])).get_training(str(handle["training_id"]))
-        weights = (training.get("output") or {}).get("weights")
+        """Download and extract the LoRA; the weights URL is the handle's ``outputs`` (what the poll that saw
+        the success read), else read from the training (one more call)."""
+        weights = handle.get("outputs")
+        if not isinstance(weights, str):
+            training = self.api_for(str(handle["owner"]), str(handle["job_id"])).get_training(
+                str(handle["training_id"]))
+            weights = (training.get("output") or {}).get("weights")
         if not isinstance(weights, str):
             raise PermanentError("the training succeeded but named no weights file", category="service_error",
                                  hint="open the training on Replicate; `hubferry retry JOB` tries again")
