@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -275,7 +276,8 @@ def test_images_folder_to_a_published_verified_lora(env, images, fake, registry,
         stop(process)
     assert process.returncode == 0, stderr
     job = last_json(stdout)
-    assert job["state"] == "published" and "published and verified" in stderr
+    assert job["state"] == "published"
+    assert re.search(r"^published and verified: ", stderr, re.MULTILINE), stderr  # on its own line, not run on
 
     # progress moved while training: several observations, step and percent rising, the loss parsed
     steps = [s for _, _, s, _ in seen if s is not None]

@@ -59,8 +59,11 @@ def watch_job(ctx: Context, job_id: str, *, show: bool = True, until: threading.
                        description=f"{job.state.value}{step}{loss}")
             tail.plain = _tail(job)
             if ended(job) or (until is not None and until.is_set()):
-                return ctx.jobs.require(job_id)
+                break
             time.sleep(WATCH_INTERVAL_S)
+    if show and not err.is_terminal:
+        err.line()  # off a terminal, Rich leaves the display's last line open: what follows would join it
+    return ctx.jobs.require(job_id)
 
 
 def summary(job: Job) -> None:
