@@ -58,7 +58,7 @@ def jobs_show(
     if json_output:
         print_json(job_dict(job, events))
         return
-    for key, value in job_fields(job):
+    for key, value in job_fields(job, events):
         say(f"{key:>11}: ", value)
     if job.error:
         say("      error: ", f"({job.error.category}) {job.error.message}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hubferry.domain.jobs import Job, JobEvent
+from hubferry.domain.jobs import EventKind, Job, JobEvent
 from hubferry.logs import printable
 
 
@@ -30,7 +30,7 @@ def job_dict(job: Job, events: list[JobEvent] | None = None) -> dict[str, Any]:
                      "loss": p.loss, "eta_seconds": p.eta_seconds},
         "output_dir": job.output_dir, "log_path": job.log_path, "attempts": job.attempts,
         "dataset_report": job.params.get("dataset_report"),
-        "provider_url": (job.trainer_handle or {}).get("web_url"),
+        "provider_url": provider_url(job, events or []),
         "created_at": _ts(job.created_at), "updated_at": _ts(job.updated_at),
         "started_at": _ts(job.started_at), "finished_at": _ts(job.finished_at),
     }
@@ -39,7 +39,16 @@ def job_dict(job: Job, events: list[JobEvent] | None = None) -> dict[str, Any]:
     return data
 
 
-def job_fields(job: Job) -> list[tuple[str, str]]:
+def provider_url(job: Job, events: list[JobEvent]) -> str | None:
+    """The provider's own page of the run (Replicate's web URL), also after the run has ended."""
+    for source in [job.trainer_handle or {}, *(e.context for e in reversed(events)
+                                               if e.kind is EventKind.STAGE_STARTED and e.stage == "training")]:
+        if url := source.get("web_url"):
+            return str(url)
+    return None
+
+
+def job_fields(job: Job, events: list[JobEvent] | None = None) -> list[tuple[str, str]]:
     """The facts ``jobs show`` prints, in order, as ``(label, text)``."""
     p = job.progress
     credential = job.params.get("credential") or {}
@@ -59,8 +68,8 @@ def job_fields(job: Job) -> list[tuple[str, str]]:
     ]
     if report := job.params.get("dataset_report"):
         fields.append(("dataset", _dataset_line(report)))
-    if url := (job.trainer_handle or {}).get("web_url"):
-        fields.append(("provider", str(url)))
+    if url := provider_url(job, events or []):
+        fields.append(("provider", url))
     return [(k, printable(v)) for k, v in fields]
 
 
