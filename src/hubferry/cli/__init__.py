@@ -44,6 +44,9 @@ def main(
     log_json = log_json or load_settings().log_json
     service = typer_ctx.invoked_subcommand in ("worker", "serve") or log_json
     logs.configure(json=log_json, quiet=not service)
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()  # an entry point may: hubferry draws its own progress (jobs, pushes)
 
 
 def _register() -> None:

@@ -93,15 +93,12 @@ def push(
     verbose: Annotated[bool, typer.Option("--verbose", help="Log every HTTP request and response.")] = False,
 ) -> None:
     """Publish a folder to the Hub, resumably, and verify it by reading it back."""
-    from huggingface_hub.utils import disable_progress_bars
-
     from hubferry.hub.card import CardInfo
     from hubferry.hub.publish import publish
 
     json_errors(json_output, verified=False)
     if verbose:
         logs.configure(verbose=True)
-    disable_progress_bars()  # an entry point may: this command draws its own bar
     settings = load_settings()
     with PushBar(enabled=err.is_terminal or not json_output) as bar:
         publication = publish(
