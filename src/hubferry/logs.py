@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json as json_module
 import logging
 import re
 import sys
 import threading
 from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any, TextIO, cast
 
 import structlog
@@ -91,6 +93,15 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+class _JsonFormatter(logging.Formatter):
+    """A library's log record as one JSON line shaped like hubferry's own (event, level, logger, timestamp)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        at = datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z")
+        return json_module.dumps({"event": redact(record.getMessage()), "level": record.levelname.lower(),
+                                  "logger": record.name, "timestamp": at})
+
+
 def _protect_library_logs() -> logging.Logger:
     """Redact huggingface_hub's records (its debug request lines and retry warnings carry presigned URLs).
 
@@ -124,6 +135,8 @@ def configure(
     hub_logger = _protect_library_logs()
     # Our own retry lines say the same with context; the library's are noise unless --verbose.
     hub_logger.setLevel(logging.DEBUG if verbose else logging.ERROR)
+    for handler in hub_logger.handlers:  # with --log-json, the library's lines are JSON too
+        handler.setFormatter(_JsonFormatter() if _json else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     renderer = structlog.processors.JSONRenderer() if _json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[

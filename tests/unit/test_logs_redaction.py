@@ -29,3 +29,34 @@ def test_printable_strips_terminal_escapes():
     cleaned = printable(hostile)
     assert "\x1b" not in cleaned and "\x07" not in cleaned and "\x9b" not in cleaned
     assert cleaned.startswith("abc") and "link" in cleaned
+
+
+def test_huggingface_hub_lines_follow_log_json_and_are_redacted():
+    import io
+    import json
+    import logging
+
+    import structlog
+
+    from hubferry import logs
+
+    saved = structlog.get_config()
+    hub = logging.getLogger("huggingface_hub")
+    level, formatters = hub.level, [h.formatter for h in hub.handlers]
+    buffer = io.StringIO()
+    try:
+        logs.configure(json=True, verbose=True, stream=io.StringIO())
+        streams = [h.setStream(buffer) for h in hub.handlers if isinstance(h, logging.StreamHandler)]
+        assert streams, "huggingface_hub has its own handler"
+        logging.getLogger("huggingface_hub.utils._http").warning(
+            "retrying PUT https://h/lfs-storage/abc?exp=1&sig=SECRETSIG")
+        record = json.loads(buffer.getvalue().splitlines()[-1])
+        assert record["level"] == "warning" and "SECRETSIG" not in record["event"]
+        assert record["logger"] == "huggingface_hub.utils._http"
+    finally:
+        for handler, formatter in zip(hub.handlers, formatters, strict=True):
+            handler.setFormatter(formatter)
+            if isinstance(handler, logging.StreamHandler) and handler.stream is buffer:
+                handler.setStream(streams[0])
+        hub.setLevel(level)
+        structlog.configure(**saved)
