@@ -78,6 +78,23 @@ def _inputs(request: ReplicateRequest, schema: dict[str, Any]) -> dict[str, Any]
     return replicate_inputs.validate(schema, inputs)
 
 
+def _replicate_token(ctx: Context, owner: str, given: str | None) -> tuple[str, str]:
+    """The Replicate token a command means, and where it came from; a ValidationError when there is none."""
+    token, source = credentials.resolve_replicate_for_command(ctx.settings, ctx.credentials, owner, token=given)
+    if not token:
+        raise ValidationError("no Replicate token", field="replicate_token", category="authentication",
+                              hint="pass --replicate-token, set REPLICATE_API_TOKEN, or "
+                              "`hubferry secrets set replicate_token`")
+    return token, source
+
+
+def _flux_card(trigger_word: str | None, training_params: dict[str, Any]) -> dict[str, Any]:
+    """The model-card facts of a FLUX LoRA (recorded on the job, rendered when it publishes)."""
+    return {"base_model": FLUX_BASE_MODEL, "license": FLUX_LICENSE, "license_name": FLUX_LICENSE_NAME,
+            "trigger_word": trigger_word, "tags": ["flux", "lora", "diffusers", "text-to-image"],
+            "training_params": training_params, "usage": "diffusers-flux-lora"}
+
+
 def _split_trainer(ref: str) -> tuple[str, str]:
     model, _, version = ref.partition(":")
     if model.count("/") != 1 or not version:
@@ -99,12 +116,7 @@ def submit(ctx: Context, request: ReplicateRequest, *, owner: str | None = None)
     from hubferry.dataset import PackOptions, pack
 
     owner = owner or default_owner()
-    token, token_source = credentials.resolve_replicate_for_command(
-        ctx.settings, ctx.credentials, owner, token=request.replicate_token)
-    if not token:
-        raise ValidationError("no Replicate token", field="replicate_token", category="authentication",
-                              hint="pass --replicate-token, set REPLICATE_API_TOKEN, or "
-                              "`hubferry secrets set replicate_token`")
+    token, token_source = _replicate_token(ctx, owner, request.replicate_token)
     model, version = _split_trainer(request.trainer or ctx.settings.replicate_trainer)
     api = connect(ctx.settings, token)
     inputs = _inputs(request, _schema(api, model, version))
@@ -126,14 +138,9 @@ def submit(ctx: Context, request: ReplicateRequest, *, owner: str | None = None)
         "model": model, "version": version, "input": inputs, "destination": destination,
         "dataset_zip": str(packed.zip_path), "dataset_report": packed.report.to_dict(),
         "total_steps": steps, "replicate_token": token_source,
-        "card": {
-            "base_model": FLUX_BASE_MODEL, "license": FLUX_LICENSE, "license_name": FLUX_LICENSE_NAME,
-            "trigger_word": inputs.get("trigger_word"), "tags": ["flux", "lora", "diffusers", "text-to-image"],
-            "training_params": {"trainer": f"{model}:{version}", "steps": steps,
-                                "learning_rate": inputs.get("learning_rate"), "lora_rank": inputs.get("lora_rank"),
-                                "dataset_sha256": packed.report.sha256},
-            "usage": "diffusers-flux-lora",
-        },
+        "card": _flux_card(inputs.get("trigger_word"), {
+            "trainer": f"{model}:{version}", "steps": steps, "learning_rate": inputs.get("learning_rate"),
+            "lora_rank": inputs.get("lora_rank"), "dataset_sha256": packed.report.sha256}),
     }
     return record_job(
         ctx, job_id=job_id, trainer="replicate", owner=owner, name=name, params=params, repo_id=repo_id,
@@ -153,12 +160,7 @@ def adopt(ctx: Context, training_id: str, *, repo_id: str | None = None, name: s
         PermanentError: Replicate does not know the training.
     """
     owner = owner or default_owner()
-    rtoken, rsource = credentials.resolve_replicate_for_command(ctx.settings, ctx.credentials, owner,
-                                                                token=replicate_token)
-    if not rtoken:
-        raise ValidationError("no Replicate token", field="replicate_token", category="authentication",
-                              hint="pass --replicate-token, set REPLICATE_API_TOKEN, or "
-                              "`hubferry secrets set replicate_token`")
+    rtoken, rsource = _replicate_token(ctx, owner, replicate_token)
     for job in ctx.jobs.list_jobs(limit=10_000):
         if (job.trainer_handle or {}).get("training_id") == training_id:
             raise ValidationError(f"training {training_id} is already tracked by job {job.id}", field="training_id")
@@ -175,11 +177,9 @@ def adopt(ctx: Context, training_id: str, *, repo_id: str | None = None, name: s
     params = {
         "model": training.get("model"), "version": version, "input": {}, "destination": destination,
         "total_steps": trainer_input.get("steps"), "adopted": True,
-        "card": {"base_model": FLUX_BASE_MODEL, "license": FLUX_LICENSE, "license_name": FLUX_LICENSE_NAME,
-                 "trigger_word": trainer_input.get("trigger_word"), "tags": ["flux", "lora", "diffusers"],
-                 "training_params": {"trainer": f"{training.get('model')}:{version}",
-                                     "steps": trainer_input.get("steps"), "replicate_training": training_id},
-                 "usage": "diffusers-flux-lora"},
+        "card": _flux_card(trainer_input.get("trigger_word"), {
+            "trainer": f"{training.get('model')}:{version}", "steps": trainer_input.get("steps"),
+            "replicate_training": training_id}),
     }
     job = record_job(
         ctx, job_id=job_id, trainer="replicate", owner=owner, name=name, params=params, repo_id=chosen,
