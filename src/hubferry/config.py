@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     #: deliver webhooks there); unset: no webhooks, and the ``local`` staging cannot be used.
     public_url: str | None = None
 
+    #: A running ``hubferry serve`` the CLI talks to instead of the local database (``HUBFERRY_URL``), with the
+    #: API token it sends (``HUBFERRY_API_TOKEN``, from ``hubferry users token NAME``): both or neither.
+    url: str | None = None
+    api_token: SecretStr | None = None
+
     #: Replicate API; tests point it at a local fake. Token: HUBFERRY_REPLICATE_TOKEN or REPLICATE_API_TOKEN.
     replicate_base_url: str = "https://api.replicate.com"
     replicate_token: SecretStr | None = Field(
@@ -99,6 +104,22 @@ class Settings(BaseSettings):
     )
     #: How often an active remote training is polled (also the staleness after which a status read refreshes).
     poll_interval_s: float = Field(default=5.0, gt=0)
+
+    #: RunPod GraphQL API (without ``/graphql``); also read from the official client's RUNPOD_API_BASE_URL.
+    runpod_base_url: str = Field(
+        "https://api.runpod.io", validation_alias=AliasChoices("HUBFERRY_RUNPOD_BASE_URL", "RUNPOD_API_BASE_URL"))
+    runpod_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("HUBFERRY_RUNPOD_API_KEY", "RUNPOD_API_KEY"))
+    #: The training image pods run (its entrypoint is ``hubferry agent``; see the Dockerfile).
+    runpod_image: str = "ghcr.io/hubferry/hubferry-agent:0.1.0"
+    runpod_gpu: str = "NVIDIA A100 80GB PCIe"
+    runpod_cloud_type: Literal["SECURE", "COMMUNITY", "ALL"] = "SECURE"
+    runpod_container_disk_gb: int = Field(default=40, ge=10)
+    runpod_volume_gb: int = Field(default=50, ge=0)
+    #: An agent silent this long (no report, no heartbeat) while its pod runs is lost; before its first
+    #: report the pod gets ``runpod_start_grace_s`` (image pull, model download).
+    runpod_heartbeat_grace_s: float = Field(default=600.0, gt=0)
+    runpod_start_grace_s: float = Field(default=1800.0, gt=0)
 
     #: Where a dataset zip is staged for a remote trainer: "auto" (replicate-files for Replicate),
     #: "replicate-files", "s3" (any S3-compatible store) or "local" (signed URLs of ``hubferry serve``).
@@ -118,6 +139,9 @@ class Settings(BaseSettings):
     dataset_max_pixels: int = Field(default=40_000_000, ge=1)
     #: Hosts a dataset URL may resolve to although they are loopback/private (the SSRF guard); tests add 127.0.0.1.
     fetch_allow_hosts: tuple[str, ...] = ()
+    #: Hub endpoints a user may store a token for although they resolve to loopback/private addresses (an
+    #: on-prem registry, tests' 127.0.0.1); the default ``endpoint`` is always allowed.
+    hub_allow_hosts: tuple[str, ...] = ()
 
     @classmethod
     def settings_customise_sources(
@@ -142,6 +166,29 @@ class Settings(BaseSettings):
     def shell_token(self) -> str | None:
         """The Hub token this process was given (HUBFERRY_TOKEN or HF_TOKEN), if any."""
         return self.token.get_secret_value() if self.token else None
+
+    def service(self) -> tuple[str, str] | None:
+        """The service the CLI talks to, as ``(url, api token)``; None: the local database.
+
+        Raises:
+            ConfigError: only one of HUBFERRY_URL and HUBFERRY_API_TOKEN is set, or the URL is not http(s).
+        """
+        token = self.api_token.get_secret_value().strip() if self.api_token else ""
+        url = (self.url or "").strip()
+        if not url and not token:
+            return None
+        if not token:
+            raise ConfigError("HUBFERRY_URL is set but HUBFERRY_API_TOKEN is not",
+                              hint="set HUBFERRY_API_TOKEN to an API token of yours (`hubferry users token NAME` on "
+                              "the service's machine), or unset HUBFERRY_URL to use the local database")
+        if not url:
+            raise ConfigError("HUBFERRY_API_TOKEN is set but HUBFERRY_URL is not",
+                              hint="set HUBFERRY_URL to the service's address (e.g. http://127.0.0.1:8470), or "
+                              "unset HUBFERRY_API_TOKEN to use the local database")
+        if not re.match(r"^https?://[^\s/?#@]+(/[^\s?#]*)?$", url, re.IGNORECASE):
+            raise ConfigError(f"HUBFERRY_URL must be an http(s) URL such as http://127.0.0.1:8470, not {url[:100]!r}",
+                              hint="fix HUBFERRY_URL (no user name, password, query or fragment)")
+        return url.rstrip("/"), token
 
     def database_display(self) -> str:
         """The job store URL with any password hidden, for messages."""

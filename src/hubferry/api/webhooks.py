@@ -24,7 +24,7 @@ from hubferry.domain.jobs import Job, JobState
 from hubferry.errors import HubferryError
 from hubferry.logs import get_logger
 from hubferry.services.context import Context
-from hubferry.services.credentials import replicate_token
+from hubferry.services.credentials import provider_key
 from hubferry.services.remote import stale_after
 from hubferry.trainers.replicate_api import connect
 
@@ -70,7 +70,7 @@ def webhook_router(ctx: Context) -> APIRouter:
         job = ctx.jobs.get(job_id)
         if job is None or job.trainer != "replicate" or not job.trainer_handle:
             return _answer(404, "no such Replicate job")
-        token = replicate_token(ctx.credentials, job.owner, job.id)
+        token = provider_key(ctx.credentials, "replicate", job.owner, job.id)
         if not token:
             return _answer(409, "the job has no Replicate token to check the signature with")
         if not _signed(ctx, secrets, token, body, headers):

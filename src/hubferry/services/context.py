@@ -64,7 +64,7 @@ def open_context(
     from hubferry.hub.publisher import HubPublisher
     from hubferry.secrets.hub_credentials import HubCredentials
     from hubferry.secrets.vault import Vault
-    from hubferry.services.credentials import replicate_token
+    from hubferry.services.credentials import provider_key
     from hubferry.services.datasets import stage_dataset
     from hubferry.store import JobStore, PublishStore, make_engine, upgrade
     from hubferry.trainers import for_kind
@@ -79,7 +79,8 @@ def open_context(
     def trainer_for(kind: str) -> Trainer:
         if kind not in trainers:
             trainers[kind] = for_kind(
-                kind, settings, replicate_token=lambda owner, job_id: replicate_token(credentials, owner, job_id),
+                kind, settings, provider_key=lambda provider, owner, job_id: provider_key(
+                    credentials, provider, owner, job_id),
                 stage=lambda job, token: stage_dataset(settings, job, token),
             )
         return trainers[kind]

@@ -71,29 +71,42 @@ def forget_job(credentials: HubCredentials, job_id: str) -> None:
         vault.delete(job_owner(job_id), name)
 
 
-#: The vault name of a user's stored Replicate token, and of a job's own one (owner ``job:<id>``).
-REPLICATE_TOKEN = "replicate_token"
+#: The vault names of a user's stored provider keys (and of a job's own, under owner ``job:<id>``).
+PROVIDER_KEYS = {"replicate": "replicate_token", "runpod": "runpod_api_key"}
+REPLICATE_TOKEN = PROVIDER_KEYS["replicate"]
+RUNPOD_KEY = PROVIDER_KEYS["runpod"]
 
 
-def resolve_replicate_for_command(
-    settings: Settings, credentials: HubCredentials, owner: str, *, token: str | None,
-) -> tuple[str | None, str]:
-    """The Replicate token a command means: ``--replicate-token`` > REPLICATE_API_TOKEN > the stored one."""
-    shell = settings.replicate_token.get_secret_value() if settings.replicate_token else None
-    for source, value in ((FLAG, token), (SHELL, shell)):
+def _given(settings: Settings, provider: str, key: str | None) -> tuple[str | None, str]:
+    """A key given to the command: its flag, else the shell's variable (REPLICATE_API_TOKEN, RUNPOD_API_KEY)."""
+    shell_secret = {"replicate": settings.replicate_token, "runpod": settings.runpod_api_key}[provider]
+    shell = shell_secret.get_secret_value() if shell_secret else None
+    for source, value in ((FLAG, key), (SHELL, shell)):
         if value:
             register_secret(value)
             return value, source
-    stored = credentials.vault.get(owner, REPLICATE_TOKEN)
+    return None, NONE
+
+
+def resolve_provider_for_command(
+    settings: Settings, credentials: HubCredentials, owner: str, provider: str, *, key: str | None,
+) -> tuple[str | None, str]:
+    """The provider key a command means: its flag > the shell's variable > the owner's stored key."""
+    value, source = _given(settings, provider, key)
+    if value:
+        return value, source
+    stored = credentials.vault.get(owner, PROVIDER_KEYS[provider])
     return stored, STORED if stored else NONE
 
 
-def bind_replicate_to_job(credentials: HubCredentials, job_id: str, token: str | None, source: str) -> None:
-    """Keep a Replicate token given to a command as the job's own (a stored one is read when needed)."""
-    if token and source in (FLAG, SHELL):
-        credentials.vault.set(job_owner(job_id), REPLICATE_TOKEN, token)
+def bind_provider_to_job(credentials: HubCredentials, provider: str, job_id: str, key: str | None,
+                         source: str) -> None:
+    """Keep a key given to a command as the job's own (a stored one is read when needed)."""
+    if key and source in (FLAG, SHELL):
+        credentials.vault.set(job_owner(job_id), PROVIDER_KEYS[provider], key)
 
 
-def replicate_token(credentials: HubCredentials, owner: str, job_id: str) -> str | None:
-    """The Replicate token of a job, read now: its own, else its owner's stored one."""
-    return credentials.vault.get(job_owner(job_id), REPLICATE_TOKEN) or credentials.vault.get(owner, REPLICATE_TOKEN)
+def provider_key(credentials: HubCredentials, provider: str, owner: str, job_id: str) -> str | None:
+    """A job's key for ``provider``, read now: its own, else its owner's stored one."""
+    name = PROVIDER_KEYS[provider]
+    return credentials.vault.get(job_owner(job_id), name) or credentials.vault.get(owner, name)

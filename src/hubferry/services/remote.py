@@ -22,7 +22,7 @@ from hubferry.errors import HubferryError, TransientError
 from hubferry.logs import get_logger
 from hubferry.services import progress as job_progress
 from hubferry.services.context import Context
-from hubferry.services.credentials import replicate_token
+from hubferry.services.credentials import provider_key
 from hubferry.services.datasets import discard_staged
 from hubferry.services.publishing import training_succeeded
 from hubferry.services.training import training_failure
@@ -88,7 +88,7 @@ def _read_claimed(ctx: Context, job: Job) -> None:
     with _trackers_lock:
         _trackers.pop(job.id, None)
     discard_staged(ctx.settings, job.trainer_handle.get("staged_ref"),
-                   replicate_token(ctx.credentials, job.owner, job.id))
+                   provider_key(ctx.credentials, "replicate", job.owner, job.id))
     if seen.status is RunStatus.SUCCEEDED:
         _succeeded(ctx, job, seen.outputs)
     elif seen.status is RunStatus.CANCELLED:

@@ -80,7 +80,8 @@ def _inputs(request: ReplicateRequest, schema: dict[str, Any]) -> dict[str, Any]
 
 def _replicate_token(ctx: Context, owner: str, given: str | None) -> tuple[str, str]:
     """The Replicate token a command means, and where it came from; a ValidationError when there is none."""
-    token, source = credentials.resolve_replicate_for_command(ctx.settings, ctx.credentials, owner, token=given)
+    token, source = credentials.resolve_provider_for_command(ctx.settings, ctx.credentials, owner, "replicate",
+                                                              key=given)
     if not token:
         raise ValidationError("no Replicate token", field="replicate_token", category="authentication",
                               hint="pass --replicate-token, set REPLICATE_API_TOKEN, or "
@@ -131,7 +132,7 @@ def submit(ctx: Context, request: ReplicateRequest, *, owner: str | None = None)
                   PackOptions(trigger_word=request.trigger_word, max_side=request.max_side), ctx.settings)
     if api.ensure_model(destination):
         log.info("created the destination model", destination=destination)
-    credentials.bind_replicate_to_job(ctx.credentials, job_id, token, token_source)
+    credentials.bind_provider_to_job(ctx.credentials, "replicate", job_id, token, token_source)
     schema_steps = _schema(api, model, version).get("properties", {}).get("steps") or {}
     steps = inputs.get("steps") or schema_steps.get("default")
     params = {
@@ -172,7 +173,7 @@ def adopt(ctx: Context, training_id: str, *, repo_id: str | None = None, name: s
                                                      token=token)
     chosen = target_repo(ctx, repo_id, owner, name, target, source, preflight=True)
     job_id = new_job_id()
-    credentials.bind_replicate_to_job(ctx.credentials, job_id, rtoken, rsource)
+    credentials.bind_provider_to_job(ctx.credentials, "replicate", job_id, rtoken, rsource)
     version = str(training.get("version") or "")
     params = {
         "model": training.get("model"), "version": version, "input": {}, "destination": destination,

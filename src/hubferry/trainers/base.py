@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from hubferry.domain.jobs import Job
 
@@ -31,6 +31,8 @@ class Capabilities:
     can_retry_training: bool
     #: The provider pushes events (webhooks, agent callbacks); polling is then only the fallback.
     pushes_events: bool
+    #: The run publishes its own outputs (a pod's agent); the orchestrator only verifies the commit.
+    publishes_from_run: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,4 +72,21 @@ class Trainer(Protocol):
 
     def fetch_outputs(self, handle: Handle, dest: Path) -> Path:
         """Make the outputs of a succeeded run available under ``dest``; returns the folder to publish."""
+        ...
+
+
+@runtime_checkable
+class SelfPublishingTrainer(Trainer, Protocol):
+    """A trainer whose runs publish their own outputs and hold paid resources until released."""
+
+    def release(self, handle: Handle, *, keep_outputs: bool) -> None:
+        """Free the run's resources, keeping its outputs when asked (a stopped pod keeps its volume)."""
+        ...
+
+    def resume(self, handle: Handle) -> bool:
+        """Start a released run again so it can publish; False when it is running already."""
+        ...
+
+    def list_runs(self, owner: str, job_id: str) -> list[dict[str, Any]]:
+        """The runs this trainer started on the account used for ``owner``'s job (to find orphans)."""
         ...
