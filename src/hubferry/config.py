@@ -143,6 +143,19 @@ class Settings(BaseSettings):
     #: on-prem registry, tests' 127.0.0.1); the default ``endpoint`` is always allowed.
     hub_allow_hosts: tuple[str, ...] = ()
 
+    #: The pod agent (``hubferry agent``, docs/pod-agent.md): the job's callbacks, its token and id, set in
+    #: the pod's environment by the orchestrator, and the agent's working folder (the pod volume).
+    callback_url: str | None = None
+    job_token: SecretStr | None = None
+    job_id: str | None = None
+    agent_dir: Path = Path("/workspace/hubferry")
+    #: New log lines go to the orchestrator at most this often (heartbeats follow the spec's ``heartbeat_s``).
+    agent_report_interval_s: float = Field(default=2.0, gt=0)
+    #: How long one callback keeps retrying an unreachable orchestrator before the agent gives up.
+    agent_patience_s: float = Field(default=900.0, gt=0)
+    #: Largest staged dataset the agent downloads.
+    agent_max_dataset_bytes: int = Field(default=20 * GB, ge=1)
+
     @classmethod
     def settings_customise_sources(
         cls,
