@@ -15,8 +15,8 @@ from hubferry.testing import RunningRegistry, no_retry_sleep, running_registry
 # not inside a CliRunner test whose captured stream is closed afterwards.
 _hub_logging.get_logger("huggingface_hub")
 
-#: The fake Replicate server's fixtures (fake_replicate, replicate_client, webhook_receiver, dataset_zip).
-pytest_plugins = ["fakes.replicate_fixtures"]
+#: Fixtures of the fake providers: Replicate (fake_replicate, replicate_client, ...) and RunPod (runpod_fake).
+pytest_plugins = ["fakes.replicate_fixtures", "fakes.runpod_fixtures"]
 
 #: Small limits so tests exercise LFS multipart and pagination with few, small files.
 TEST_REGISTRY_SETTINGS = {
