@@ -20,7 +20,7 @@ _lock = threading.Lock()
 _QUERY = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
 #: Tokens recognisable by their shape (Hugging Face, Replicate, RunPod), even when never registered or
 #: glued to other text.
-_TOKEN_SHAPES = re.compile(r"(hf_|r8_|rpa_)[A-Za-z0-9]{30,}|(hfy_)[A-Za-z0-9_-]{20,}")
+_TOKEN_SHAPES = re.compile(r"(hf_|r8_|rpa_)[A-Za-z0-9]{30,}|(hfy_|hfj_)[A-Za-z0-9_-]{20,}")
 #: Weights & Biases keys (40 hex digits) and AWS secret keys, recognised next to their names.
 _NAMED_KEYS = re.compile(
     r"(?i)((?:wandb|w&b)[^\n]{0,40}?|aws_?secret_?(?:access_?)?key[\"'\s]*[:=][\"'\s]*)"

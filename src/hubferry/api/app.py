@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from hubferry.api import auth, v1_datasets, v1_events, v1_jobs, v1_secrets
+from hubferry.api import auth, v1_agent, v1_datasets, v1_events, v1_jobs, v1_secrets
 from hubferry.api.staging import staging_router
 from hubferry.api.webhooks import webhook_router
 from hubferry.errors import HubferryError, ValidationError
@@ -36,6 +36,7 @@ def create_app(ctx: Context, *, run_consumer: bool = True) -> FastAPI:
     app = FastAPI(title="hubferry", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     _offline_docs(app)
     app.include_router(webhook_router(ctx))
+    app.include_router(v1_agent.agent_router(ctx))
     app.include_router(staging_router(ctx.settings))
     app.state.authenticate = auth.install(app, ctx)
     app.include_router(v1_secrets.secrets_router(ctx))

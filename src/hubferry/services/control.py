@@ -26,8 +26,10 @@ def cancel(ctx: Context, job_id: str) -> Job:
                 "can be cancelled", field="job_id",
             )
         if ctx.jobs.transition(job_id, job.state, JobState.CANCELLED, message="cancelled by the user") is not None:
-            if job.trainer_handle and job.state in (JobState.PREPARING, JobState.TRAINING):
-                ctx.trainer_for(job.trainer).cancel(job.trainer_handle, ctx.settings.cancel_grace_s)
+            trainer = ctx.trainer_for(job.trainer)
+            running = job.state in (JobState.PREPARING, JobState.TRAINING) or trainer.capabilities.publishes_from_run
+            if job.trainer_handle and running:  # a pod is terminated whatever it was doing
+                trainer.cancel(job.trainer_handle, ctx.settings.cancel_grace_s)
             ctx.jobs.append_event(job_id, EventKind.NOTICE, message="cancelled by the user",
                                   context={"from_state": job.state.value})
             credentials.forget_job(ctx.credentials, job_id)
@@ -75,7 +77,8 @@ def retry(
         ValidationError: the job is not in a retryable state, with the reason.
     """
     job = ctx.jobs.require(job_id)
-    has_output = bool(job.output_dir and Path(job.output_dir).is_dir() and any(Path(job.output_dir).iterdir()))
+    has_output = ctx.trainer_for(job.trainer).capabilities.publishes_from_run or bool(  # a pod keeps its own
+        job.output_dir and Path(job.output_dir).is_dir() and any(Path(job.output_dir).iterdir()))
     trained_before = any(e.kind is EventKind.STAGE_FINISHED and e.stage == "training" for e in ctx.jobs.events(job_id))
     if job.state is JobState.TRAINED or (job.state is JobState.FAILED and trained_before and has_output):
         job = _retarget(ctx, job, token=token, repo_id=repo_id, endpoint=endpoint)

@@ -13,18 +13,18 @@ log = get_logger(__name__)
 
 
 def stage_dataset(settings: Settings, job: Job, token: str) -> tuple[str, str]:
-    """Stage ``job``'s dataset zip with the configured staging; returns the URL a trainer fetches and the
-    ref that deletes it (:func:`discard_staged`).
+    """Stage ``job``'s dataset (a zip of images, or an LLM dataset file) with the configured staging; returns
+    the URL a trainer fetches and the ref that deletes it (:func:`discard_staged`).
 
     Raises:
-        ValidationError: the job has no dataset zip (or it is gone).
+        ValidationError: the job has no dataset (or it is gone).
     """
     from hubferry.staging import for_setting
 
-    zip_path = Path(str(job.params.get("dataset_zip") or ""))
+    zip_path = Path(str(job.params.get("dataset_zip") or job.params.get("dataset_file") or ""))
     if not zip_path.is_file():
-        raise ValidationError(f"the dataset zip of job {job.id} is missing ({zip_path})",
-                              hint="submit the job again with --images")
+        raise ValidationError(f"the dataset of job {job.id} is missing ({zip_path})",
+                              hint="submit the job again with its dataset")
     staged = for_setting(settings, job.trainer).stage(zip_path, key=f"{job.id}/{zip_path.name}", token=token)
     return staged.url, staged.ref
 

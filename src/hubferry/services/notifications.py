@@ -1,24 +1,28 @@
 """Signed webhooks to users about their jobs: every state change, to the URL of the job (``notify_url``)
 and to the owner's own URL, as Standard Webhooks, retried with backoff, with a delivery log.
 
-The target URL is the user's and may point anywhere, so it is treated as hostile: only http(s), no
-credentials in it, its host resolved and every address checked by :mod:`hubferry.dataset.addresses`
-(no loopback, private, link-local or metadata address unless ``fetch_allow_hosts`` allows it), the
+The target URL is the user's and may point anywhere, so it is treated as hostile: https (plain http
+only to a loopback address the setting allows), bounded length, no credentials in it, its host resolved
+and every address checked by :mod:`hubferry.dataset.addresses` (no loopback, private, link-local or
+metadata address unless ``fetch_allow_hosts`` allows it), the
 checked address connected to (no second resolution), no redirects followed, short timeouts, a bounded
 number of attempts. Nothing here runs in a request: a :class:`Sender` thread of ``hubferry serve``
 queues changes it finds in the job store (``jobs.updated_at``, then each job's timeline after the
-newest change already queued) and sends what is due.
+newest change already queued) and sends what is due. The one exception is :func:`send_test`, the
+settings page's "send a test event", which waits for its single attempt (short timeouts) to show the answer.
 """
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -59,6 +63,10 @@ SEND_THREADS = 4
 #: The first characters of an error kept in the delivery log.
 MAX_ERROR_CHARS = 300
 _USER_AGENT = "hubferry-webhooks/1"
+#: The longest target URL accepted.
+MAX_URL_CHARS = 2048
+#: The ``type`` of the event "send a test event" sends.
+TEST_EVENT = "webhook.test"
 
 
 _secret_lock = threading.Lock()
@@ -72,8 +80,26 @@ def signing_secret(vault: Vault, owner: str) -> str:
     with _secret_lock:  # get-or-create: two threads must not make two secrets
         secret = vault.get(owner, SECRET_NAME)
         if secret is None:
-            secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode("ascii")
+            secret = _new_secret()
             vault.set(owner, SECRET_NAME, secret)
+    return secret
+
+
+def _new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode("ascii")
+
+
+def has_signing_secret(vault: Vault, owner: str) -> bool:
+    """Whether ``owner`` has a signing secret already (the settings page shows a new one once, then never)."""
+    return any(entry.name == SECRET_NAME for entry in vault.entries(owner))
+
+
+def new_signing_secret(vault: Vault, owner: str) -> str:
+    """Replace ``owner``'s signing secret; every delivery from now on (retries included) is signed with it."""
+    with _secret_lock:
+        secret = _new_secret()
+        vault.set(owner, SECRET_NAME, secret)
+    log.info("webhook signing secret replaced", owner=owner)
     return secret
 
 
@@ -83,6 +109,9 @@ def check_url(settings: Settings, url: str, *, field: str, resolve: Resolver = s
     Raises:
         ValidationError: naming ``field`` and why the URL is refused.
     """
+    if len(url) > MAX_URL_CHARS:
+        raise ValidationError(f"the URL is {len(url)} characters long; at most {MAX_URL_CHARS} are accepted",
+                              field=field, hint="use a shorter URL")
     try:
         _pinned(httpx2.URL(url), AllowList.parse(settings.fetch_allow_hosts), resolve)
     except ValidationError as exc:
@@ -100,7 +129,94 @@ def _pinned(url: httpx2.URL, allow: AllowList, resolve: Resolver) -> str:
         raise ValidationError("webhook URLs may not carry a user name or password",
                               hint="put a secret in the path instead, or verify the signature")
     port = url.port or (443 if url.scheme == "https" else 80)
-    return choose_address(url.host, port, allow, resolve, url=display_url(str(url)))
+    address = choose_address(url.host, port, allow, resolve, url=display_url(str(url)))
+    if url.scheme == "http" and not _loopback(address):
+        raise ValidationError("webhook URLs must use https (plain http only to a loopback address allowed by "
+                              "HUBFERRY_FETCH_ALLOW_HOSTS)", hint="use https://...")
+    return address
+
+
+def _loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address.strip("[]"))
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def _post_signed(client: httpx2.Client, url: httpx2.URL, address: str, *, message_id: str, body: str, secret: str,
+                 sent_at: datetime) -> int:
+    """POST ``body`` signed as Standard Webhooks to ``address`` (checked for ``url``); the answer's status."""
+    signature = Webhook(secret).sign(message_id, sent_at, body)
+    headers = {
+        "Host": url.netloc.decode("ascii"), "Content-Type": "application/json", "User-Agent": _USER_AGENT,
+        "webhook-id": message_id, "webhook-timestamp": str(int(sent_at.timestamp())),
+        "webhook-signature": signature,
+    }
+    extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+    request = client.build_request("POST", url.copy_with(host=address), headers=headers,
+                                   content=body.encode(), extensions=extensions)
+    response = client.send(request, stream=True)
+    response.close()  # the answer's body is not wanted: a hostile receiver cannot make us read it
+    return response.status_code
+
+
+def _client(transport: httpx2.BaseTransport | None) -> httpx2.Client:
+    return httpx2.Client(
+        transport=transport or httpx2.HTTPTransport(trust_env=False, retries=0), trust_env=False,
+        follow_redirects=False, timeout=httpx2.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+    )
+
+
+def _outcome(status: int) -> str | None:
+    """What was wrong with a receiver's answer, or None when it took the event."""
+    if 200 <= status < 300:
+        return None
+    return f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """How a test event went: the receiver's status (None if none answered), what was wrong, how long it took."""
+
+    url: str
+    status: int | None
+    error: str | None
+    ms: int
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def send_test(settings: Settings, vault: Vault, owner: str, url: str, *, transport: httpx2.BaseTransport | None = None,
+              resolve: Resolver = system_resolve, clock: Callable[[], datetime] = utcnow) -> ProbeResult:
+    """Send one signed ``webhook.test`` event to ``url`` now, as a delivery would be (same checks, no retry).
+
+    Never raises for the receiver's sake: a refused address, a timeout or an error status is the result's
+    ``error`` (shortened, printable, the URL's query and credentials left out).
+    """
+    started = time.monotonic()
+    now = clock()
+    body = json.dumps({"type": TEST_EVENT, "timestamp": now.isoformat(),
+                       "data": {"owner": owner, "message": "a test event from hubferry's settings page"}},
+                      separators=(",", ":"))
+    status: int | None = None
+    error: str | None = None
+    try:
+        target = httpx2.URL(url)
+        address = _pinned(target, AllowList.parse(settings.fetch_allow_hosts), resolve)
+        with _client(transport) as client:
+            status = _post_signed(client, target, address, message_id="msg_test_" + secrets.token_hex(12),
+                                  body=body, secret=signing_secret(vault, owner), sent_at=now)
+        error = _outcome(status)
+    except ValidationError as exc:
+        error = exc.message
+    except (httpx2.InvalidURL, ValueError) as exc:
+        error = f"not a valid URL: {exc}"
+    except (httpx2.TransportError, HubferryError, OSError) as exc:
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    shown = printable(error, keep_newlines=False)[:MAX_ERROR_CHARS] if error else None
+    log.info("webhook test sent", owner=owner, status=status, ok=shown is None)
+    return ProbeResult(display_url(url), status, shown, int((time.monotonic() - started) * 1000))
 
 
 def payload(change: StateChange, job: dict[str, Any]) -> dict[str, Any]:
@@ -151,10 +267,7 @@ class Sender:
         self._open()
 
     def _open(self) -> None:
-        self._client = httpx2.Client(
-            transport=self._transport or httpx2.HTTPTransport(trust_env=False, retries=0), trust_env=False,
-            follow_redirects=False, timeout=httpx2.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
-        )
+        self._client = _client(self._transport)
         self._pool = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="hubferry-webhook")
         self._in_flight = 0  # claims cancelled by a stop are sent again once their hold expires
         self._closed = False
@@ -238,8 +351,8 @@ class Sender:
             status = self._post(delivery)
             if status == 410:
                 error, give_up = "the receiver answered 410 Gone: not sent again", True
-            elif not 200 <= status < 300:
-                error = f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
+            else:
+                error = _outcome(status)
         except ValidationError as exc:  # a refused address or a URL that became unusable
             error, give_up = exc.message, True
         except (httpx2.TransportError, HubferryError, OSError) as exc:
@@ -267,19 +380,8 @@ class Sender:
         url = httpx2.URL(delivery.url)
         address = _pinned(url, self._allow, self._resolve)
         body = json.dumps(delivery.payload, separators=(",", ":"))
-        sent_at = self._clock()
-        signature = Webhook(signing_secret(self.vault, job.owner)).sign(delivery.id, sent_at, body)
-        headers = {
-            "Host": url.netloc.decode("ascii"), "Content-Type": "application/json", "User-Agent": _USER_AGENT,
-            "webhook-id": delivery.id, "webhook-timestamp": str(int(sent_at.timestamp())),
-            "webhook-signature": signature,
-        }
-        extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
-        request = self._client.build_request("POST", url.copy_with(host=address), headers=headers,
-                                             content=body.encode(), extensions=extensions)
-        response = self._client.send(request, stream=True)
-        response.close()  # the answer's body is not wanted: a hostile receiver cannot make us read it
-        return response.status_code
+        return _post_signed(self._client, url, address, message_id=delivery.id, body=body,
+                            secret=signing_secret(self.vault, job.owner), sent_at=self._clock())
 
     # -- the thread --------------------------------------------------------------------------
 

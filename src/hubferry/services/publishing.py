@@ -77,7 +77,7 @@ def _card(job: Job) -> CardInfo:
     return CardInfo(**{"title": job.name, **known, "training_params": params})
 
 
-def _commit_message(job: Job) -> str:
+def commit_message(job: Job) -> str:
     return f"Publish {job.name} (hubferry job {job.id})"
 
 
@@ -109,11 +109,17 @@ class _Lease:
 
 def run_publish(ctx: Context, job_id: str) -> None:
     """Publish (or finish verifying) ``job_id``; a no-op for jobs in any other state."""
+    from hubferry.services import pod_agent  # it builds on this module
+
     job = ctx.jobs.require(job_id)
+    from_run = ctx.trainer_for(job.trainer).capabilities.publishes_from_run
     if job.state is JobState.VERIFYING:
-        _verify(ctx, job)
+        _verify(ctx, job, pod_agent.manifest(job) if from_run else None)
         return
     if job.state is not JobState.PUBLISHING:
+        return
+    if from_run:  # the run publishes its own weights (a pod's agent); here it is only asked to
+        pod_agent.request_publish(ctx, job)
         return
     fence = ctx.publishes.claim_publish(job_id, ctx.worker_id, timedelta(seconds=ctx.settings.publish_lease_ttl_s))
     if fence is None:
@@ -137,11 +143,11 @@ def run_publish(ctx: Context, job_id: str) -> None:
                     hint=f"`hubferry secrets set hf_token --endpoint {target.endpoint}`, or "
                     f"`hubferry retry {job_id} --token TOKEN`",
                 )
-            job = _resolve_auto_named(ctx, job, target)
+            job = resolve_auto_named(ctx, job, target)
             ctx.jobs.append_event(job_id, EventKind.NOTICE, stage="publishing", message="upload started",
                                   context={"worker": ctx.worker_id, "fence": fence, "repo_id": job.repo_id})
             publication = ctx.publisher.publish(
-                Path(str(job.output_dir)), job.repo_id, target, private=job.private, message=_commit_message(job),
+                Path(str(job.output_dir)), job.repo_id, target, private=job.private, message=commit_message(job),
                 card=_card(job), progress=on_progress,
             )
         except HubferryError as exc:
@@ -166,7 +172,7 @@ def run_publish(ctx: Context, job_id: str) -> None:
     _verify(ctx, ctx.jobs.require(job_id), publication.files)
 
 
-def _resolve_auto_named(ctx: Context, job: Job, target: HubTarget) -> Job:
+def resolve_auto_named(ctx: Context, job: Job, target: HubTarget) -> Job:
     """An auto-named repo follows the token's user: a job named before any token was known
     (``root/...``) publishes to ``{token's user}/...``."""
     if not job.repo_auto_named:
@@ -236,3 +242,7 @@ def _verify(ctx: Context, job: Job, files: list[LocalFile] | None = None) -> Non
                                        "duration_s": round(time.monotonic() - started, 2)})
         credentials.forget_job(ctx.credentials, job.id)
         log.info("published", job_id=job.id, repo_url=job.repo_url, commit=job.commit_sha)
+        if ctx.trainer_for(job.trainer).capabilities.publishes_from_run:
+            from hubferry.services.pod_agent import release
+
+            release(ctx, job, keep_outputs=False)  # its pod holds nothing more

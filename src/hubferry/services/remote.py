@@ -32,7 +32,9 @@ from hubferry.trainers import Observation, RunStatus
 
 log = get_logger(__name__)
 #: Trainers whose runs are followed here rather than by the process that started them.
-REMOTE_KINDS = ("replicate",)
+REMOTE_KINDS = ("replicate", "runpod")
+#: Trainers whose runs publish their own outputs: their pods are also watched while they publish.
+SELF_PUBLISHING_KINDS = ("runpod",)
 #: Most jobs read in one poll cycle (the rest wait for the next).
 POLL_BATCH = 1000
 #: How long an observer that saw a training succeed holds the job while it downloads the weights; a
@@ -67,7 +69,9 @@ def refresh(ctx: Context, job_id: str, *, force: bool = False) -> Job:
 
 
 def _remote_training(job: Job) -> bool:
-    return job.trainer in REMOTE_KINDS and job.state is JobState.TRAINING and bool(job.trainer_handle)
+    watched = job.state is JobState.TRAINING or (
+        job.state is JobState.PUBLISHING and job.trainer in SELF_PUBLISHING_KINDS)
+    return job.trainer in REMOTE_KINDS and watched and bool(job.trainer_handle)
 
 
 def _observe(ctx: Context, job: Job, *, force: bool = False) -> None:
@@ -82,6 +86,11 @@ def _read_claimed(ctx: Context, job: Job) -> None:
     assert job.trainer_handle is not None
     trainer = ctx.trainer_for(job.trainer)
     seen = trainer.poll(job.trainer_handle, job.log_cursor or "")
+    if trainer.capabilities.publishes_from_run:  # its log and results come from its agent's reports
+        from hubferry.services.pod_agent import observed
+
+        observed(ctx, job, seen)
+        return
     _record(ctx, job, seen)
     if seen.status is RunStatus.RUNNING:
         return
@@ -197,8 +206,8 @@ def poll_due(ctx: Context) -> int:
             if room < POLL_THREADS // 2:  # claim again once half the threads are free: no job waits for one
                 in_flight = wait(in_flight, return_when=FIRST_COMPLETED).not_done
                 continue
-            batch = ctx.jobs.claim_due(REMOTE_KINDS, stale_after=stale_after(ctx),
-                                       limit=min(room, POLL_BATCH - polled))
+            batch = ctx.jobs.claim_due(REMOTE_KINDS, stale_after=stale_after(ctx), limit=min(room, POLL_BATCH - polled),
+                                       publishing_kinds=SELF_PUBLISHING_KINDS)
             if not batch:
                 break
             polled += len(batch)

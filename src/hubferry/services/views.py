@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from hubferry.domain.jobs import EventKind, Job, JobEvent
@@ -25,6 +26,8 @@ def job_dict(job: Job, events: list[JobEvent] | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": job.id, "name": job.name, "owner": job.owner, "state": job.state.value, "trainer": job.trainer,
         "repo_id": job.repo_id, "private": job.private, "repo_url": job.repo_url, "commit_sha": job.commit_sha,
+        "endpoint": job.params.get("hub_endpoint"),
+        "token_source": (job.params.get("credential") or {}).get("source"),
         "error": {**job.error.to_dict(), "message": printable(job.error.message)} if job.error else None,
         "progress": {"stage": p.stage, "percent": p.percent, "step": p.step, "total_steps": p.total_steps,
                      "loss": p.loss, "eta_seconds": p.eta_seconds},
@@ -50,25 +53,29 @@ def provider_url(job: Job, events: list[JobEvent]) -> str | None:
 
 def job_fields(job: Job, events: list[JobEvent] | None = None) -> list[tuple[str, str]]:
     """The facts ``jobs show`` prints, in order, as ``(label, text)``."""
-    p = job.progress
-    credential = job.params.get("credential") or {}
-    progress = f"{p.percent:.0f}%" if p.percent is not None else "-"
-    if p.step is not None:
-        progress += f", step {p.step}" + (f"/{p.total_steps}" if p.total_steps else "")
-    if p.loss is not None:
-        progress += f", loss {p.loss:.4g}"
-    if p.eta_seconds is not None:
-        progress += f", ETA {int(p.eta_seconds) // 60:02d}:{int(p.eta_seconds) % 60:02d}"
+    return fields_of(job_dict(job, events))
+
+
+def fields_of(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The facts ``jobs show`` prints from a job's JSON (:func:`job_dict`, or the API's answer, the same shape)."""
+    p = data.get("progress") or {}
+    progress = f"{p['percent']:.0f}%" if p.get("percent") is not None else "-"
+    if p.get("step") is not None:
+        progress += f", step {p['step']}" + (f"/{p['total_steps']}" if p.get("total_steps") else "")
+    if p.get("loss") is not None:
+        progress += f", loss {p['loss']:.4g}"
+    if (eta := p.get("eta_seconds")) is not None:
+        progress += f", ETA {int(eta) // 60:02d}:{int(eta) % 60:02d}"
     fields = [
-        ("id", job.id), ("name", job.name), ("state", job.state.value), ("trainer", job.trainer),
-        ("repo", job.repo_url or job.repo_id), ("endpoint", str(job.params.get("hub_endpoint", ""))),
-        ("token", str(credential.get("source", "-"))), ("commit", job.commit_sha or "-"),
-        ("progress", f"{progress} ({p.stage or 'not started'})"), ("output", job.output_dir or "-"),
-        ("log", job.log_path or "-"), ("attempts", str(job.attempts)),
+        ("id", data["id"]), ("name", data["name"]), ("state", data["state"]), ("trainer", data["trainer"]),
+        ("repo", data.get("repo_url") or data["repo_id"]), ("endpoint", str(data.get("endpoint") or "")),
+        ("token", str(data.get("token_source") or "-")), ("commit", data.get("commit_sha") or "-"),
+        ("progress", f"{progress} ({p.get('stage') or 'not started'})"), ("output", data.get("output_dir") or "-"),
+        ("log", data.get("log_path") or "-"), ("attempts", str(data.get("attempts", 1))),
     ]
-    if report := job.params.get("dataset_report"):
+    if report := data.get("dataset_report"):
         fields.append(("dataset", _dataset_line(report)))
-    if url := provider_url(job, events or []):
+    if url := data.get("provider_url"):
         fields.append(("provider", url))
     return [(k, printable(v)) for k, v in fields]
 

@@ -196,14 +196,18 @@ class JobStore:
         with write_transaction(self.engine) as conn:
             conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(log_cursor=cursor))
 
-    def claim_due(self, kinds: Iterable[str], *, stale_after: timedelta, limit: int = 1000) -> list[Job]:
+    def claim_due(self, kinds: Iterable[str], *, stale_after: timedelta, limit: int = 1000,
+                  publishing_kinds: Iterable[str] = ()) -> list[Job]:
         """Claim (as :meth:`claim_observation` does, in one statement) the training jobs of the remote
-        ``kinds`` not observed for ``stale_after``, oldest observation first; returns them as claimed."""
+        ``kinds`` (and the publishing jobs of ``publishing_kinds``) not observed for ``stale_after``, oldest
+        observation first; returns them as claimed."""
         now = self.clock()
         fresh = sa.or_(jobs.c.observed_at.is_(None), jobs.c.observed_at <= now - stale_after)
+        watched = sa.or_(jobs.c.state == JobState.TRAINING.value, sa.and_(
+            jobs.c.state == JobState.PUBLISHING.value, jobs.c.trainer.in_(list(publishing_kinds))))
         due = (
             sa.select(jobs.c.id)
-            .where(jobs.c.trainer.in_(list(kinds)), jobs.c.state == JobState.TRAINING.value, fresh)
+            .where(jobs.c.trainer.in_(list(kinds)), watched, fresh)
             .order_by(jobs.c.observed_at.asc().nulls_first())
             .limit(limit)
         )

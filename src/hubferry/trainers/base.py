@@ -88,5 +88,6 @@ class SelfPublishingTrainer(Trainer, Protocol):
         ...
 
     def list_runs(self, owner: str, job_id: str) -> list[dict[str, Any]]:
-        """The runs this trainer started on the account used for ``owner``'s job (to find orphans)."""
+        """The runs this trainer started on the account used for ``owner``'s job, each with ``id`` and the
+        ``job_id`` it was started for (to find orphans)."""
         ...

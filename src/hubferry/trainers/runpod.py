@@ -120,5 +120,7 @@ class RunpodTrainer:
         return True
 
     def list_runs(self, owner: str, job_id: str) -> list[dict[str, Any]]:
-        """Every pod hubferry deployed on the account of ``owner``'s key (named ``hubferry-...``)."""
-        return [p for p in self.api_for(owner, job_id).list_pods() if str(p.get("name", "")).startswith(POD_PREFIX)]
+        """Every pod hubferry deployed on the account of ``owner``'s key (named ``hubferry-{job id}``), with
+        the ``job_id`` its name gives."""
+        return [{**p, "job_id": str(p["name"])[len(POD_PREFIX):]} for p in self.api_for(owner, job_id).list_pods()
+                if str(p.get("name", "")).startswith(POD_PREFIX)]
