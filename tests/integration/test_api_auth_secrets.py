@@ -15,7 +15,7 @@ from hubferry.services.context import open_context
 @pytest.fixture
 def ctx(tmp_path, hf_env, fake_replicate):
     settings = Settings(home=tmp_path / "home", replicate_base_url=fake_replicate.base_url, retry_base_delay=0.01,
-                        max_attempts=2)
+                        max_attempts=2, hub_allow_hosts=("127.0.0.1",))  # the registry is an on-prem Hub here
     return open_context(settings)
 
 

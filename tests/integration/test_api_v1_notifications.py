@@ -184,7 +184,7 @@ def test_a_timeout_is_retried_and_gone_is_final(ctx):
         return answer
 
     clock = Clock()
-    sender, job_id = _one_delivery(ctx, "http://hooks.example.test/x", clock, transport=httpx2.MockTransport(handler),
+    sender, job_id = _one_delivery(ctx, "https://hooks.example.test/x", clock, transport=httpx2.MockTransport(handler),
                                    resolve=lambda host, port: ["93.184.216.34"])
     try:
         _attempt(sender)

@@ -33,7 +33,7 @@ def test_no_secret_reaches_a_response_body_or_a_log_line(tmp_path, hf_env, fake_
                                                          raw_logs, caplog):
     caplog.set_level(logging.DEBUG)
     ctx = open_context(Settings(home=tmp_path / "home", replicate_base_url=fake_replicate.base_url,
-                                retry_base_delay=0.01, max_attempts=2))
+                                retry_base_delay=0.01, max_attempts=2, hub_allow_hosts=("127.0.0.1",)))
     app = create_app(ctx, run_consumer=False)
     users = TestUsers(ctx.jobs.engine)
     secrets = {"hub token": alice_token, "replicate token": fake_replicate.token,

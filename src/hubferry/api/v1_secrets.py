@@ -10,26 +10,37 @@ included; deleting what you do not have is a 404.
 - ``PUT /api/v1/secrets/hub`` ``{"endpoint", "token"}``; ``DELETE /api/v1/secrets/hub?endpoint=URL``
 - ``PUT /api/v1/secrets/replicate`` ``{"token"}``; ``DELETE /api/v1/secrets/replicate``
 - ``PUT /api/v1/secrets/runpod`` ``{"token"}`` (not checked yet); ``DELETE /api/v1/secrets/runpod``
+
+The Hub endpoint is the user's, so checking a token there must not let them make this server call any
+address (cloud metadata, internal services): the server's own endpoint setting is trusted, any other
+endpoint's host is resolved and every address checked (:mod:`hubferry.dataset.addresses`; private,
+loopback, link-local, multicast and reserved addresses only for hosts in ``hub_allow_hosts``), whoami is
+sent to the checked address (no second resolution), redirects are not followed and the answer's size is
+bounded.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Annotated, Any, Protocol
 from urllib.parse import urlsplit
 
+import httpx2
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 
 from hubferry.api.errors import ApiError, not_found
 from hubferry.api.principal import Principal, current_principal
 from hubferry.config import Settings
-from hubferry.errors import HubferryError, PermanentError
+from hubferry.dataset.addresses import AllowList, Resolver, choose_address, system_resolve
+from hubferry.errors import HubferryError, PermanentError, ValidationError
+from hubferry.hub.preflight import identity_of
 from hubferry.logs import get_logger, redact, register_secret
 from hubferry.secrets.hub_credentials import HubCredential, normalise_endpoint
 from hubferry.services.context import Context
 from hubferry.services.credentials import REPLICATE_TOKEN
-from hubferry.services.ports import HubTarget
+from hubferry.services.ports import HubIdentity, HubTarget
 from hubferry.trainers import replicate_api
 
 #: Vault names of the other per-user secrets.
@@ -37,6 +48,10 @@ REPLICATE_USERNAME = "replicate_username"
 RUNPOD_API_KEY = "runpod_api_key"
 #: Values shorter than this show no last characters (four of a short value give too much away).
 MIN_CHARS_FOR_LAST4 = 16
+#: The most of a whoami answer read from an endpoint that is not the server's own (a hostile one may not stop).
+MAX_WHOAMI_BYTES = 256 * 1024
+#: The setting that lets a user store a token for a Hub on a private or loopback address.
+HUB_ALLOW_SETTING = "HUBFERRY_HUB_ALLOW_HOSTS"
 #: A route parameter of this type is the authenticated caller (401 without one).
 Caller = Annotated[Principal, Depends(current_principal)]
 
@@ -79,6 +94,80 @@ def valid_endpoint(endpoint: str) -> str:
     return normalise_endpoint(endpoint)
 
 
+def _is_default(settings: Settings, endpoint: str) -> bool:
+    return normalise_endpoint(settings.resolved_endpoint()) == endpoint
+
+
+def guarded_whoami(settings: Settings, endpoint: str, token: str, *, transport: httpx2.BaseTransport | None = None,
+                   resolve: Resolver = system_resolve) -> HubIdentity:
+    """whoami at a user-supplied Hub ``endpoint``, sent only to an address the SSRF guard allows.
+
+    The host is resolved once and every address checked (``hub_allow_hosts`` lets private ones through);
+    the request goes to the checked address with the endpoint's ``Host`` (and TLS name), no environment
+    proxy, no redirect followed, and at most :data:`MAX_WHOAMI_BYTES` of the answer read.
+
+    Raises:
+        ApiError: 422 naming ``endpoint`` (refused address, redirect, not a Hub) or ``token`` (refused),
+            502 when the endpoint cannot be reached.
+    """
+    url = httpx2.URL(endpoint + "/api/whoami-v2")
+    host = url.host
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        address = choose_address(host, port, AllowList.parse(settings.hub_allow_hosts), resolve, url=endpoint,
+                                 setting=HUB_ALLOW_SETTING)
+    except ValidationError as exc:
+        if exc.context.get("code") == "refused_address":
+            raise ApiError(422, exc.message.replace("refused to fetch from", "refused to contact the Hub at"),
+                           field="endpoint", hint=exc.hint) from None
+        raise ApiError(422, f"cannot reach the Hub at {endpoint}: {exc.message}", field="endpoint",
+                       category="network", hint="check the endpoint's host name; nothing was stored") from None
+    headers = {"Host": url.netloc.decode("ascii"), "Authorization": f"Bearer {token}", "Accept": "application/json",
+               "User-Agent": "hubferry"}
+    extensions = {"sni_hostname": host} if url.scheme == "https" else {}
+    timeout = httpx2.Timeout(min(settings.read_timeout, 30.0), connect=min(settings.connect_timeout, 10.0))
+    what = f"the Hub at {endpoint}"
+    try:
+        with httpx2.Client(transport=transport or httpx2.HTTPTransport(trust_env=False, retries=0), trust_env=False,
+                           follow_redirects=False, timeout=timeout) as client:
+            request = client.build_request("GET", url.copy_with(host=address), headers=headers, extensions=extensions)
+            response = client.send(request, stream=True)
+            try:
+                status = response.status_code
+                body = b""
+                if 200 <= status < 300:
+                    for chunk in response.iter_bytes():
+                        body += chunk
+                        if len(body) > MAX_WHOAMI_BYTES:
+                            raise ApiError(422, f"{what} sent a whoami answer larger than {MAX_WHOAMI_BYTES} bytes",
+                                           field="endpoint", hint="is this a Hugging Face Hub? nothing was stored")
+            finally:
+                response.close()
+    except (httpx2.TransportError, OSError) as exc:
+        raise ApiError(502, f"could not reach {what} to check the token: {type(exc).__name__}",
+                       category="network", hint="check the endpoint, or try again later; nothing was stored") from None
+    if status in (401, 403):
+        raise ApiError(422, f"{what} did not accept this token (HTTP {status})", field="token",
+                       hint="check that it was copied whole and is still valid; nothing was stored")
+    if 300 <= status < 400:
+        raise ApiError(422, f"{what} answered with a redirect (HTTP {status}), which is not followed", field="endpoint",
+                       hint="enter the Hub's own address (the one it redirects to, if you trust it)")
+    if status >= 500 or status in (408, 429):
+        raise ApiError(502, f"{what} answered HTTP {status} to whoami", category="service_error",
+                       hint="try again later; nothing was stored")
+    if not 200 <= status < 300:
+        raise ApiError(422, f"{what} answered HTTP {status} to whoami", field="endpoint",
+                       hint="is this a Hugging Face Hub's address? nothing was stored")
+    try:
+        me = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        me = None
+    if not isinstance(me, dict) or not me.get("name"):
+        raise ApiError(422, f"{what} did not answer whoami like a Hub", field="endpoint",
+                       hint="is this a Hugging Face Hub's address? nothing was stored")
+    return identity_of(me)
+
+
 def _checked(check: Callable[[], Any], what: str) -> Any:
     """Run a token check; a refusal is a 422 naming ``token``, anything else names what failed."""
     try:
@@ -112,8 +201,14 @@ def stored_view(ctx: Context, owner: str) -> dict[str, Any]:
 
 
 def secrets_router(ctx: Context, *,
-                   replicate: Callable[[Settings, str], ReplicateAccount] = replicate_api.connect) -> APIRouter:
-    """The secrets routes over ``ctx``'s vault; ``replicate`` builds the client that checks Replicate tokens."""
+                   replicate: Callable[[Settings, str], ReplicateAccount] = replicate_api.connect,
+                   transport: httpx2.BaseTransport | None = None, resolve: Resolver = system_resolve) -> APIRouter:
+    """The secrets routes over ``ctx``'s vault.
+
+    Args:
+        replicate: builds the client that checks Replicate tokens.
+        transport, resolve: how a Hub endpoint other than the server's own is reached (tests inject them).
+    """
     router = APIRouter(prefix="/api/v1/secrets", tags=["secrets"])
     credentials, vault = ctx.credentials, ctx.credentials.vault
 
@@ -128,7 +223,11 @@ def secrets_router(ctx: Context, *,
     def put_hub_token(body: HubTokenIn, principal: Caller) -> dict[str, Any]:
         endpoint = valid_endpoint(body.endpoint)
         register_secret(body.token)
-        identity = _checked(lambda: ctx.publisher.identify(HubTarget(endpoint, body.token)), f"the Hub at {endpoint}")
+        if _is_default(ctx.settings, endpoint):  # the server's own Hub: its client (proxies, retries) is trusted
+            identity = _checked(lambda: ctx.publisher.identify(HubTarget(endpoint, body.token)),
+                                f"the Hub at {endpoint}")
+        else:
+            identity = guarded_whoami(ctx.settings, endpoint, body.token, transport=transport, resolve=resolve)
         if identity.role == "read":
             raise ApiError(422, f"this token of {identity.name} is read-only: publishing needs write access",
                            field="token", hint=f"create a token with the write role at {endpoint}/settings/tokens")

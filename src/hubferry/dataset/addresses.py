@@ -98,11 +98,15 @@ class AllowList:
         return any(ip in network for network in self.networks)
 
 
-def choose_address(host: str, port: int, allow: AllowList, resolve: Resolver, *, url: str) -> str:
+def choose_address(host: str, port: int, allow: AllowList, resolve: Resolver, *, url: str,
+                   setting: str = "HUBFERRY_FETCH_ALLOW_HOSTS") -> str:
     """Resolve ``host`` and return the address to connect to, once every address it has passed the guard.
 
     Every resolved address is checked (not only the first), so a name cannot mix a public address with a
     private one and hope the client picks the latter.
+
+    Args:
+        setting: the allow-list a refusal's hint names (the one ``allow`` was read from).
 
     Raises:
         ValidationError: the host does not resolve, or resolves to a forbidden address
@@ -132,6 +136,7 @@ def choose_address(host: str, port: int, allow: AllowList, resolve: Resolver, *,
             shown = host if literal is not None else f"{host} ({ip})"
             raise ValidationError(
                 f"refused to fetch from {shown}: {reason}", url=url, code="refused_address",
-                hint=_ALLOW_HINT if reason != "a cloud metadata address" else "use a public URL",
+                hint=(_ALLOW_HINT.replace("HUBFERRY_FETCH_ALLOW_HOSTS", setting)
+                      if reason != "a cloud metadata address" else "use a public URL"),
             )
     return str(addresses[0])
