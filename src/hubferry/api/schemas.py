@@ -172,6 +172,9 @@ class JobOut(BaseModel):
     private: bool
     repo_url: str | None
     commit_sha: str | None
+    endpoint: str | None = Field(None, description="The Hub the job publishes to.")
+    token_source: str | None = Field(None, description="Where its Hub token comes from (flag, shell, stored, "
+                                     "hf_login or none); never the token.")
     error: JobErrorOut | None
     progress: ProgressOut
     output_dir: str | None
@@ -179,6 +182,8 @@ class JobOut(BaseModel):
     attempts: int
     dataset_report: dict[str, Any] | None
     provider_url: str | None
+    compute: dict[str, Any] | None = Field(None, description="A rented machine's GPU, price per hour, runtime "
+                                           "and cost so far (RunPod jobs).")
     created_at: str
     updated_at: str
     started_at: str | None

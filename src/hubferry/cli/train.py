@@ -11,17 +11,17 @@ import typer
 
 from hubferry.cli.console import err, json_errors, print_json, say
 from hubferry.cli.job_files import merge_job_file, parse_params
-from hubferry.cli.jobs import finished_ok
 from hubferry.cli.render import ended, summary, watch_job
 from hubferry.config import load_settings
-from hubferry.domain.jobs import EventKind, Job, JobState
+from hubferry.domain.jobs import EventKind, Job
 from hubferry.errors import ValidationError
 from hubferry.services.context import Context, open_context
 
 
 def train(
     typer_ctx: typer.Context,
-    trainer: Annotated[str | None, typer.Option(help="Training backend: local (default) or replicate.")] = None,
+    trainer: Annotated[str | None, typer.Option(help="Training backend: local (default), replicate or "
+                                                    "runpod.")] = None,
     local: Annotated[bool, typer.Option("--local", help="Same as --trainer local.")] = False,
     name: Annotated[str | None, typer.Option(help="Job and config name (names the repo).")] = None,
     repo: Annotated[str | None, typer.Option(help="Target repo OWNER/NAME (default: {hf_username}/{name}).")] = None,
@@ -52,8 +52,19 @@ def train(
                                                           "the pinned FLUX LoRA trainer).")] = None,
     destination: Annotated[str | None, typer.Option(help="Replicate model receiving the training (created "
                                                     "private if missing).")] = None,
+    gpu: Annotated[str | None, typer.Option(help="RunPod: GPU type, e.g. \"NVIDIA A100 80GB PCIe\" (default: the "
+                                            "runpod_gpu setting).")] = None,
+    cloud_type: Annotated[str | None, typer.Option(help="RunPod: SECURE, COMMUNITY or ALL.")] = None,
+    image: Annotated[str | None, typer.Option(help="RunPod: the pod's image (default: hubferry's agent image).")]
+    = None,
+    runpod_key: Annotated[str | None, typer.Option(help="RunPod API key (default: RUNPOD_API_KEY, then your stored "
+                                                   "runpod_api_key).")] = None,
+    token_in_env: Annotated[bool, typer.Option("--token-in-env", help="RunPod: put HF_TOKEN and HF_REPO_NAME into "
+                                               "the pod's environment, for an image of your own (a token fixed "
+                                               "later will not reach it).")] = False,
     job_file: Annotated[Path | None, typer.Option("-f", "--file", help="A job file (TOML) with these options; "
-                                                  "flags given here win.")] = None,
+                                                  "flags given here win. With --trainer runpod: the training "
+                                                  "config (method, model, dataset, ...).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Block until the job ends; exit 0 only if published.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
@@ -69,8 +80,14 @@ def train(
     from hubferry.worker.dispatch import dispatcher_for
 
     json_errors(json_output)
-    options = merge_job_file(job_file, given, defaults=_DEFAULTS)
+    training_config_file = job_file if trainer == "runpod" else None  # a RunPod job's file is its training config
+    options = merge_job_file(None if training_config_file else job_file, given, defaults=_DEFAULTS)
     kind = "local" if options["local"] else options["trainer"]
+    from hubferry.cli.backend import remote_jobs
+
+    if (service := remote_jobs()) is not None:  # HUBFERRY_URL and HUBFERRY_API_TOKEN: the service runs the job
+        raise typer.Exit(service.train(kind, options, list(typer_ctx.args) or list(options.get("command") or []),
+                                       wait=wait, json_output=json_output))
     ctx = open_context(load_settings())
     if kind == "replicate":
         job = replicate_jobs.submit(ctx, replicate_jobs.ReplicateRequest(
@@ -81,6 +98,8 @@ def train(
             replicate_token=options["replicate_token"], trainer=options["replicate_trainer"],
             destination=options["destination"], preflight=not options["skip_preflight"],
         ))
+    elif kind == "runpod":
+        job = _submit_runpod(ctx, options, training_config_file, private=given["private"])
     else:
         job = launch.submit(ctx, kind, launch.LocalRequest(
             command=list(typer_ctx.args) or list(options.get("command") or []), output_dir=options["output"],
@@ -144,6 +163,27 @@ def _run_inline(ctx: Context, job_id: str) -> Job:
 _DEFAULTS: dict[str, Any] = {"trainer": "local", "local": False, "private": True, "skip_preflight": False}
 
 
+def _submit_runpod(ctx: Context, options: dict[str, Any], config_file: Path | None, *, private: bool | None) -> Job:
+    from hubferry import training_config
+    from hubferry.services import runpod_jobs
+
+    if config_file is None:
+        raise ValidationError("--trainer runpod needs its training config", field="file",
+                              hint="pass -f job.toml (see examples/runpod_sft.toml; `hubferry config check` "
+                              "validates one)")
+    job = runpod_jobs.submit(ctx, runpod_jobs.RunpodRequest(
+        config=training_config.load(config_file), base_dir=config_file.parent, name=options["name"],
+        repo_id=options["repo"], private=private,
+        endpoint=options["endpoint"], token=options["token"], runpod_key=options["runpod_key"], gpu=options["gpu"],
+        cloud_type=options["cloud_type"], image=options["image"], token_in_env=options["token_in_env"],
+        preflight=not options["skip_preflight"],
+    ))
+    price = job.params.get("price_per_hr")
+    say("pod: ", f"{job.params.get('gpu_name') or job.params['gpu']} in RunPod's "
+        f"{str(job.params['cloud_type']).lower()} cloud, " + (f"${price:.2f} per hour" if price else "price unknown"))
+    return job
+
+
 def _required(options: dict[str, Any], key: str) -> str:
     value = options.get(key)
     if not value:
@@ -153,11 +193,6 @@ def _required(options: dict[str, Any], key: str) -> str:
 
 def _exit_code(ctx: Context, job: Job) -> int:
     """0 when published (or trained with publishing skipped), the trainer's own code when it failed, else 1."""
-    if finished_ok(job.state):
-        return 0
-    if job.state is JobState.FAILED:
-        for event in reversed(ctx.jobs.events(job.id)):
-            code = event.context.get("exit_code") if event.kind is EventKind.STAGE_FAILED else None
-            if isinstance(code, int) and 0 < code < 256:
-                return code
-    return 1
+    from hubferry.cli.render import JobView, exit_code
+
+    return exit_code(JobView.of(job, ctx.jobs.events(job.id)))

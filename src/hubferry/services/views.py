@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from hubferry.domain.jobs import EventKind, Job, JobEvent
@@ -34,6 +35,7 @@ def job_dict(job: Job, events: list[JobEvent] | None = None) -> dict[str, Any]:
         "output_dir": job.output_dir, "log_path": job.log_path, "attempts": job.attempts,
         "dataset_report": job.params.get("dataset_report"),
         "provider_url": provider_url(job, events or []),
+        "compute": compute(job),
         "created_at": _ts(job.created_at), "updated_at": _ts(job.updated_at),
         "started_at": _ts(job.started_at), "finished_at": _ts(job.finished_at),
     }
@@ -49,6 +51,21 @@ def provider_url(job: Job, events: list[JobEvent]) -> str | None:
         if url := source.get("web_url"):
             return str(url)
     return None
+
+
+def compute(job: Job, now: datetime | None = None) -> dict[str, Any] | None:
+    """What a rented machine (a RunPod pod) costs the job: GPU, price per hour, runtime and cost so far."""
+    handle = job.trainer_handle or {}
+    if not handle.get("launched_at"):
+        return None
+    start = datetime.fromisoformat(str(handle["launched_at"]))
+    ended = handle.get("released_at") if handle.get("released") == "terminated" else None
+    end = datetime.fromisoformat(str(ended)) if ended else (now or datetime.now(UTC))
+    runtime = max(0.0, (end - start).total_seconds())
+    price = handle.get("price_per_hr")
+    return {"gpu": handle.get("gpu"), "cloud_type": handle.get("cloud_type"), "pod_id": handle.get("pod_id"),
+            "pod": handle.get("released") or "running", "price_per_hr": price, "runtime_s": round(runtime),
+            "cost_usd": round(float(price) * runtime / 3600, 4) if isinstance(price, int | float) else None}
 
 
 def job_fields(job: Job, events: list[JobEvent] | None = None) -> list[tuple[str, str]]:
@@ -77,6 +94,13 @@ def fields_of(data: Mapping[str, Any]) -> list[tuple[str, str]]:
         fields.append(("dataset", _dataset_line(report)))
     if url := data.get("provider_url"):
         fields.append(("provider", url))
+    if c := data.get("compute"):
+        price = f"${c['price_per_hr']:.2f}/h" if c.get("price_per_hr") is not None else "price unknown"
+        cost = f"${c['cost_usd']:.2f}" if c.get("cost_usd") is not None else "unknown"
+        runtime = int(c.get("runtime_s") or 0)
+        fields.append(("compute", f"{c.get('gpu')}, {str(c.get('cloud_type') or '').lower()} cloud, {price}, pod "
+                       f"{c.get('pod_id')} ({c.get('pod')}), runtime {runtime // 3600}:{runtime // 60 % 60:02d}:"
+                       f"{runtime % 60:02d}, cost so far {cost}"))
     return [(k, printable(v)) for k, v in fields]
 
 
