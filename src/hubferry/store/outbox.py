@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from hubferry.store.database import write_transaction
-from hubferry.store.tables import JSONType, UTCDateTime, job_events, metadata
+from hubferry.store.tables import JSONType, UTCDateTime, job_events, jobs, metadata
 
 notify_targets = sa.Table(
     "notify_targets",
@@ -143,6 +143,21 @@ class Outbox:
                 notify_targets.c.owner == owner, notify_targets.c.job_id.is_(None)))
         return result.rowcount > 0
 
+    def job_targets(self, owner: str) -> list[Target]:
+        """The URLs ``owner``'s jobs were given of their own (``notify_url``), newest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(notify_targets).where(
+                notify_targets.c.owner == owner, notify_targets.c.job_id.is_not(None))
+                .order_by(notify_targets.c.created_at.desc()))
+            return [_target(row) for row in rows]
+
+    def delete_job_target(self, owner: str, job_id: str) -> bool:
+        """Stop sending one of ``owner``'s jobs' changes to its own URL (deliveries already made stay logged)."""
+        with write_transaction(self.engine) as conn:
+            result = conn.execute(sa.delete(notify_targets).where(
+                notify_targets.c.owner == owner, notify_targets.c.job_id == job_id))
+        return result.rowcount > 0
+
     def targets(self) -> list[Target]:
         """Every target (a small table: one per user and one per job that asked)."""
         with self.engine.connect() as conn:
@@ -223,6 +238,18 @@ class Outbox:
                 .values(state=state, next_at=next_at, last_status=status, last_error=error,
                         log=[*(log or []), entry], updated_at=now)
             )
+
+    def recent(self, owner: str, *, limit: int = 20) -> list[Delivery]:
+        """The latest deliveries about ``owner``'s jobs (to any of their targets), most recently changed first."""
+        query = (
+            sa.select(notify_deliveries)
+            .join(jobs, jobs.c.id == notify_deliveries.c.job_id)
+            .where(jobs.c.owner == owner)
+            .order_by(notify_deliveries.c.updated_at.desc(), notify_deliveries.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [_delivery(row) for row in conn.execute(query)]
 
     def deliveries(self, job_id: str, *, limit: int = 200) -> list[Delivery]:
         """A job's deliveries, oldest first."""

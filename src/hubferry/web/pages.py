@@ -31,11 +31,15 @@ from hubferry.api.auth import Authenticator, vault_session_key
 from hubferry.api.errors import ApiError
 from hubferry.api.principal import Principal
 from hubferry.api.v1_secrets import stored_view
+from hubferry.dataset.fetch import display_url
 from hubferry.domain.jobs import Job
 from hubferry.errors import HubferryError
 from hubferry.logs import get_logger, printable
+from hubferry.services import notifications
 from hubferry.services.context import Context
 from hubferry.store import job_queries, progress_history
+from hubferry.store.database import utcnow
+from hubferry.store.outbox import Outbox
 from hubferry.web import views
 from hubferry.web.forms import DraftSigner, FormErrors, form_values, job_request
 from hubferry.web.rendering import Renderer, static_file, with_security_headers
@@ -53,6 +57,8 @@ MAX_REPORT_ITEMS = 60
 #: Progress points drawn in a loss curve.
 MAX_POINTS = 5000
 PARTS = ("progress", "status", "timeline", "log")
+#: Webhook deliveries listed on the settings page.
+RECENT_DELIVERIES = 20
 
 
 def _safe_next(target: str | None) -> str:
@@ -271,15 +277,106 @@ def web_router(ctx: Context) -> APIRouter:
 
     # -- settings ----------------------------------------------------------------------------
 
+    outbox = Outbox(ctx.jobs.engine)
+
+    def settings_response(request: Request, user: Principal, status: int = 200, **webhook: Any) -> HTMLResponse:
+        accounts: Accounts = authenticator(request).accounts
+        return render(request, "settings.html", user, status=status, secrets=stored_view(ctx, user.name),
+                      tokens=[t.to_dict() for t in accounts.tokens(user.name)],
+                      endpoint=ctx.settings.resolved_endpoint(), webhook=webhook_view(user, **webhook))
+
+    def webhook_view(user: Principal, **shown: Any) -> dict[str, Any]:
+        target = outbox.user_target(user.name)
+        names = {}
+        job_hooks = []
+        for t in outbox.job_targets(user.name):
+            job = ctx.jobs.get(str(t.job_id))
+            if job is not None:
+                names[job.id] = job.name
+                job_hooks.append({"job_id": job.id, "job_name": job.name, "url": display_url(t.url)})
+        deliveries = []
+        for d in outbox.recent(user.name, limit=RECENT_DELIVERIES):
+            if d.job_id not in names:
+                job = ctx.jobs.get(d.job_id)
+                names[d.job_id] = job.name if job else d.job_id
+            data = d.payload.get("data") or {}
+            deliveries.append({"job_id": d.job_id, "job_name": names[d.job_id], "url": display_url(d.url),
+                               "event": f"{data.get('from') or '?'} → {data.get('to') or '?'}", "state": d.state,
+                               "status": d.last_status, "attempts": d.attempts, "at": d.updated_at,
+                               "error": d.last_error})
+        return {"url": display_url(target.url) if target else None, "since": target.created_at if target else None,
+                "has_secret": notifications.has_signing_secret(ctx.credentials.vault, user.name),
+                "job_hooks": job_hooks, "deliveries": deliveries, "value": "", "error": None, "secret": None,
+                "message": None, "test": None, **shown}
+
     @router.get("/settings")
     def settings_page(request: Request) -> Response:
         user = caller(request)
         if user is None:
             return sign_in_redirect(request)
-        accounts: Accounts = authenticator(request).accounts
-        return render(request, "settings.html", user, secrets=stored_view(ctx, user.name),
-                      tokens=[t.to_dict() for t in accounts.tokens(user.name)],
-                      endpoint=ctx.settings.resolved_endpoint())
+        return settings_response(request, user)
+
+    @router.post("/settings/webhook")
+    async def set_webhook(request: Request) -> Response:
+        user = caller(request)
+        if user is None:
+            return sign_in_redirect(request)
+        url = str((await request.form()).get("url", "")).strip()
+        try:
+            if not url:
+                raise ApiError(422, "enter the URL to send your jobs' events to", field="url")
+            await run_in_threadpool(notifications.check_url, ctx.settings, url, field="url")
+        except (HubferryError, ApiError) as exc:
+            message = printable(exc.message) + (f" ({exc.hint})" if exc.hint else "")
+            shown = url if len(url) <= notifications.MAX_URL_CHARS else ""
+            return settings_response(request, user, status=422, value=shown, error=message)
+        created = not notifications.has_signing_secret(ctx.credentials.vault, user.name)
+        secret = notifications.signing_secret(ctx.credentials.vault, user.name)
+        outbox.set_target(user.name, url, now=utcnow())
+        log.info("webhook set", owner=user.name, url=display_url(url))
+        return settings_response(request, user, secret=secret if created else None,
+                                 message="Saved: every state change of your jobs is sent there.")
+
+    @router.post("/settings/webhook/test")
+    async def test_webhook(request: Request) -> Response:
+        user = caller(request)
+        if user is None:
+            return sign_in_redirect(request)
+        target = outbox.user_target(user.name)
+        if target is None:
+            return settings_response(request, user, status=409, error="set a webhook URL before testing it")
+        result = await run_in_threadpool(notifications.send_test, ctx.settings, ctx.credentials.vault, user.name,
+                                         target.url)
+        return settings_response(request, user, test=result)
+
+    @router.post("/settings/webhook/secret")
+    def new_webhook_secret(request: Request) -> Response:
+        user = caller(request)
+        if user is None:
+            return sign_in_redirect(request)
+        secret = notifications.new_signing_secret(ctx.credentials.vault, user.name)
+        return settings_response(request, user, secret=secret,
+                                 message="A new signing secret: deliveries from now on are signed with it.")
+
+    @router.post("/settings/webhook/delete")
+    def delete_webhook(request: Request) -> Response:
+        user = caller(request)
+        if user is None:
+            return sign_in_redirect(request)
+        removed = outbox.delete_user_target(user.name)
+        return settings_response(request, user, status=200 if removed else 404,
+                                 message="Removed: your jobs' events are no longer sent." if removed else None,
+                                 error=None if removed else "there is no webhook URL to remove")
+
+    @router.post("/settings/webhook/jobs/{job_id}/delete")
+    def delete_job_webhook(request: Request, job_id: str) -> Response:
+        user = caller(request)
+        if user is None:
+            return sign_in_redirect(request)
+        removed = outbox.delete_job_target(user.name, job_id[:64])
+        return settings_response(request, user, status=200 if removed else 404,
+                                 message="Removed the job's own webhook URL." if removed else None,
+                                 error=None if removed else "that job has no webhook URL of its own")
 
     return router
 

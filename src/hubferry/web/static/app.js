@@ -70,6 +70,13 @@
     });
   }
 
+  // A plain <form method="post" data-confirm="..."> (posted by the browser, CSRF token as a field): ask first.
+  function onConfirmSubmit(event) {
+    var form = event.target.closest("form[data-confirm]:not([data-api-url])");
+    if (!form) return;
+    if (!window.confirm(form.getAttribute("data-confirm"))) event.preventDefault();
+  }
+
   // The dataset drop zone: upload to /api/v1/datasets, check it, show the report, keep its id.
   function setupDropzone(zone) {
     var input = zone.querySelector('input[type=file]');
@@ -197,6 +204,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     document.addEventListener("submit", onApiSubmit);
+    document.addEventListener("submit", onConfirmSubmit);
     document.querySelectorAll("[data-dropzone]").forEach(setupDropzone);
     var form = document.getElementById("new-job");
     if (form) setupPreview(form);
