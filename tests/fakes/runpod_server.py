@@ -151,6 +151,8 @@ class FakePod:
     process: subprocess.Popen[bytes] | None = None
     started_at: float | None = None  # monotonic, while the process runs (the pod has a runtime)
     launch_at: float | None = None  # monotonic, when a delayed launch is due
+    #: A stop or terminate is still ending the process (the API already says EXITED / gone).
+    stopping: bool = False
     members: dict[int, psutil.Process] = field(default_factory=dict)
     members_scanned: float = 0.0
     #: The environment of the last launch.
@@ -243,7 +245,8 @@ class FakeRunPod:
             self.refresh()
             with self._lock:
                 pod = self.pods[pod_id]
-                if pod.desired_status == status and (runtime is None or (pod.started_at is not None) == runtime):
+                up = pod.started_at is not None
+                if pod.desired_status == status and not pod.stopping and (runtime is None or up == runtime):
                     return pod
                 seen = (pod.desired_status, pod.started_at is not None)
             if time.monotonic() > deadline:
@@ -330,8 +333,12 @@ class FakeRunPod:
                 if offer is None or not found:
                     raise GraphQLError(CAPACITY_MESSAGE)
                 cloud, price = found[0], round(offer.price(found[0]) * gpu_count, 4)
-            pod_id = _random_id(14)
             env = [(item["key"], item["value"]) for item in spec.get("env") or []]
+            for key, value in env:
+                if not key or "=" in key or "\0" in key + value:
+                    raise GraphQLError(f"env: {key!r} cannot be an environment variable (empty, '=' or NUL); "
+                                       "rename it")
+            pod_id = _random_id(14)
             pod = FakePod(
                 id=pod_id, account=account, name=spec.get("name") or "", image_name=spec.get("imageName") or "",
                 cloud_type=cloud, gpu_type_id=gpu_type_id, gpu_count=gpu_count, env=env, cost_per_hr=price,
@@ -352,13 +359,13 @@ class FakeRunPod:
         with self._lock:
             pod = self.owned(account, pod_id)
             process, members = pod.process, self._scan_members(pod)
-            pod.process, pod.started_at, pod.launch_at = None, None, None
+            pod.process, pod.started_at, pod.launch_at, pod.stopping = None, None, None, process is not None
             if pod.desired_status != "EXITED":
                 pod.desired_status, pod.last_status_change = "EXITED", f"Stopped by User: {_status_time()}"
         if process is not None:
             code = _end_container(process, members, self.stop_grace_s)
             with self._lock:
-                pod.exit_code = code
+                pod.exit_code, pod.stopping = code, False
                 pod.events.append(f"stopped by user (exit code {code})")
         return pod
 
@@ -367,6 +374,8 @@ class FakeRunPod:
             pod = self.owned(account, pod_id)
             if pod.desired_status == "RUNNING":
                 return pod
+            if pod.stopping:
+                raise GraphQLError("This pod is still stopping; resume it once it has stopped.")
             offer = self.gpus.get(pod.gpu_type_id or "")
             if pod.gpu_type_id is not None and (offer is None or not self._available(offer, pod.cloud_type, gpu_count)):
                 raise GraphQLError(RESUME_CAPACITY_MESSAGE)
@@ -381,7 +390,7 @@ class FakeRunPod:
         with self._lock:
             pod = self.owned(account, pod_id)
             process, members = pod.process, self._scan_members(pod)
-            pod.process, pod.started_at, pod.launch_at = None, None, None
+            pod.process, pod.started_at, pod.launch_at, pod.stopping = None, None, None, True
             pod.desired_status, pod.last_status_change = "TERMINATED", f"Terminated by User: {_status_time()}"
             self._keys.pop(pod.pod_key, None)
         if process is not None:
@@ -391,6 +400,7 @@ class FakeRunPod:
         shutil.rmtree(pod.volume, ignore_errors=True)
         shutil.rmtree(pod.container_dir, ignore_errors=True)
         with self._lock:
+            pod.stopping = False
             pod.events.append("terminated")
 
     def pod_json(self, pod: FakePod) -> dict[str, Any]:
@@ -469,7 +479,7 @@ class FakeRunPod:
             try:
                 pod.process = subprocess.Popen(argv, env=env, cwd=pod.container_dir, stdin=subprocess.DEVNULL,
                                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 log.write(f"[fake-runpod] container start failed: {exc}\n".encode())
                 pod.events.append(f"container start failed: {exc}")
                 pod.exit_code, pod.desired_status = 127, "EXITED"

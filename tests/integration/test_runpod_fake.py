@@ -26,7 +26,7 @@ NO_INSTANCES = ("There are no longer any instances available with the requested 
 
 #: A stand-in for the pod agent: records its environment and launch number in HUBFERRY_AGENT_DIR, then
 #: exits with $EXIT_CODE, or with MODE=sleep starts a child in its own session and waits (MODE=stubborn:
-#: and ignores SIGTERM).
+#: and ignores SIGTERM), or with MODE=selfstop stops its own pod through the API with the pod's key.
 AGENT = textwrap.dedent("""
     import json, os, pathlib, signal, subprocess, sys, time
     volume = pathlib.Path(os.environ["HUBFERRY_AGENT_DIR"])
@@ -36,6 +36,13 @@ AGENT = textwrap.dedent("""
     mode = os.environ.get("MODE", "exit")
     if mode == "exit":
         sys.exit(int(os.environ.get("EXIT_CODE", "0")))
+    if mode == "selfstop":  # what `runpodctl pod stop $RUNPOD_POD_ID` does at the end of a training
+        import urllib.request
+        query = 'mutation { podStop(input: {podId: "%s"}) { id } }' % os.environ["RUNPOD_POD_ID"]
+        urllib.request.urlopen(urllib.request.Request(
+            os.environ["RUNPOD_API_BASE_URL"] + "/graphql", data=json.dumps({"query": query}).encode(),
+            headers={"Authorization": "Bearer " + os.environ["RUNPOD_API_KEY"], "Content-Type": "application/json"}))
+        time.sleep(60)
     if mode == "stubborn":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     child = subprocess.Popen(["sleep", "60"], start_new_session=True)
@@ -178,6 +185,21 @@ def test_a_crashed_agent_leaves_an_exited_pod(fake):
     assert gone(child)
 
 
+def test_a_pod_can_stop_itself_with_its_own_key(fake):
+    pod_id = create({"MODE": "selfstop"})["id"]
+    pod = fake.wait_for(pod_id, "EXITED")
+    assert pod.exit_code == -15 and runpod.get_pod(pod_id)["lastStatusChange"].startswith("Stopped by User")
+    pod_key = record(fake, pod_id)["env"]["RUNPOD_API_KEY"]
+    assert [(c.fields, c.key) for c in fake.requests if c.key != fake.api_key] == [(("podStop",), pod_key)]
+
+
+def test_hubferry_images_run_the_pod_agent_by_default(fake):
+    pod_id = create(image="ghcr.io/acme/hubferry-pod:0.1")["id"]
+    assert fake.pods[pod_id].events[0] == f"launched: {[sys.executable, '-m', 'hubferry', 'agent']}"
+    assert fake.pods[pod_id].launch_env["HUBFERRY_HOME"].startswith(str(fake.root))  # not the engineer's own
+    assert fake.pods[pod_id].launch_env["RUNPOD_API_BASE_URL"] == fake.url
+
+
 def test_an_unknown_image_never_gets_a_runtime(fake):
     pod_id = create(image="docker.io/someone/unknown:latest")["id"]
     time.sleep(0.2)
@@ -318,3 +340,9 @@ def test_the_request_log_names_each_operation_and_key(fake):
     assert [(c.operation, c.fields) for c in fake.requests] == [
         ("GpuTypes", ("gpuTypes",)), (None, ("podFindAndDeployOnDemand",)), ("pod", ("pod",))]
     assert {c.key for c in fake.requests} == {fake.api_key}
+
+
+def test_an_env_name_no_process_can_have_is_refused_by_name(fake):
+    with pytest.raises(QueryError, match="'A=B' cannot be an environment variable"):
+        create({"A=B": "1"})
+    assert fake.pods == {}
