@@ -297,8 +297,8 @@ def test_accounts_see_only_their_own_pods(fake):
             action(pod_id)
     assert fake.pods[pod_id].running
 
-    pod_key = record(fake, pod_id)["env"]["RUNPOD_API_KEY"] if wait_file(
-        fake.pods[pod_id].volume / "run-1.json") else ""
+    wait_file(fake.pods[pod_id].volume / "run-1.json")
+    pod_key = record(fake, pod_id)["env"]["RUNPOD_API_KEY"]
     assert [p["id"] for p in runpod.get_pods(api_key=pod_key)] == [pod_id]  # the pod's key is its owner's
 
 
