@@ -67,6 +67,8 @@ def _register() -> None:
     app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(train.train)
     for command in (jobs.watch, jobs.cancel, jobs.retry, service.worker, service.serve, push.push):
         app.command()(command)
+    from hubferry.cli.agent import agent
+    app.command()(agent)
 
 
 _register()

@@ -1,0 +1,270 @@
+"""The agent's HTTP client for the orchestrator's callbacks (docs/pod-agent.md): spec, report, publish-grant.
+
+Every call carries the job token as a Bearer token. Network errors, 408, 429, 5xx and answers that are
+not JSON (a proxy's error page while the orchestrator restarts) are retried with exponential backoff and
+full jitter, honouring ``Retry-After``, until ``patience_s`` has passed; then :class:`TransientError`.
+401, 403, 404 and 422 end at once with :class:`PermanentError` (a revoked token, a job that is gone, a body
+the orchestrator refuses); a 409 from publish-grant is :class:`GrantRefused`, which the agent waits out.
+Report bodies are bounded (:func:`bound_lines`): at most 500 lines and 256 KiB of lines per report.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from hubferry.errors import PermanentError, TransientError, ValidationError
+from hubferry.logs import get_logger, printable
+
+log = get_logger(__name__)
+
+#: Report limits of the contract: lines per report, bytes of lines per report, characters per line.
+MAX_LINES = 500
+MAX_LINES_BYTES = 256 * 1024
+MAX_LINE_CHARS = 4096
+#: Longest ``message`` sent in a report.
+MAX_MESSAGE_CHARS = 4096
+#: Largest answer body read from the orchestrator (a spec holds a config, never a dataset).
+MAX_ANSWER_BYTES = 1024 * 1024
+#: Statuses retried: the orchestrator is restarting, overloaded or behind a proxy that is.
+RETRIED_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: Actions a report's answer may carry.
+ACTIONS = ("continue", "publish", "cancel", "exit")
+#: Phases a report may carry.
+PHASES = ("starting", "training", "trained", "publishing", "published", "failed")
+
+
+class GrantRefused(PermanentError):
+    """publish-grant answered 409: no usable Hub token is stored yet; the hint says how to store one."""
+
+    default_category = "authentication"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What publish-grant hands over: where to publish, and the token to publish with."""
+
+    endpoint: str
+    token: str
+    repo_id: str
+    private: bool
+    revision: str
+    commit_message: str
+
+    def __repr__(self) -> str:  # never show the token
+        return f"Grant(endpoint={self.endpoint!r}, repo_id={self.repo_id!r}, revision={self.revision!r}, token=set)"
+
+
+@dataclass(frozen=True)
+class Report:
+    """One report; ``lines`` should already be bounded (see :func:`bound_lines`)."""
+
+    seq: int
+    phase: str
+    lines: tuple[str, ...] = ()
+    exit_code: int | None = None
+    message: str = ""
+    stage: str | None = None
+    result: dict[str, Any] | None = None
+
+    def body(self) -> dict[str, Any]:
+        return {"seq": self.seq, "phase": self.phase, "lines": list(self.lines), "exit_code": self.exit_code,
+                "message": self.message[:MAX_MESSAGE_CHARS], "stage": self.stage, "result": self.result}
+
+
+def cut_line(line: str) -> str:
+    """``line`` at most :data:`MAX_LINE_CHARS` long, marked when it was cut."""
+    return line if len(line) <= MAX_LINE_CHARS else line[: MAX_LINE_CHARS - 12] + " ...(cut)"
+
+
+def bound_lines(lines: Sequence[str]) -> tuple[list[str], int]:
+    """The longest head of ``lines`` (each cut to :data:`MAX_LINE_CHARS`) that one report may carry.
+
+    Returns:
+        The lines to send and how many of ``lines`` they use up (the rest waits for the next report).
+    """
+    taken: list[str] = []
+    size = 0
+    for line in lines:
+        line = cut_line(line)
+        cost = len(line.encode("utf-8", "replace")) + 4  # quotes, comma, space in the JSON array
+        if len(taken) >= MAX_LINES or (taken and size + cost > MAX_LINES_BYTES):
+            break
+        taken.append(line)
+        size += cost
+    return taken, len(taken)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def _error_text(response: httpx.Response) -> tuple[str, str]:
+    """The message and hint of an ``{"error": {...}}`` answer (or the start of whatever came back)."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return printable(response.text[:300], keep_newlines=False), ""
+    if not isinstance(error, dict):
+        return printable(str(error)[:300], keep_newlines=False), ""
+    return (printable(str(error.get("message", ""))[:1000], keep_newlines=False),
+            printable(str(error.get("hint", ""))[:500], keep_newlines=False))
+
+
+class AgentCallbacks:
+    """The three callbacks of one job.
+
+    Args:
+        callback_url: ``{public_url}/api/v1/agent/jobs/{job_id}``.
+        token: the per-job token (sent only to ``callback_url``; never logged).
+        patience_s: how long one call keeps retrying transient failures before it raises TransientError.
+        base_delay, max_delay: the backoff's first and largest delay (full jitter).
+        timeout_s: connect/read timeout of one attempt.
+        transport: an httpx transport (tests pass one); default: a real connection.
+        sleep: the sleep function (tests pass one that records).
+    """
+
+    def __init__(
+        self, callback_url: str, token: str, *, patience_s: float = 900.0, base_delay: float = 1.0,
+        max_delay: float = 30.0, timeout_s: float = 30.0, transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.url = callback_url.rstrip("/")
+        self.patience_s = patience_s
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.sleep = sleep
+        self._client = httpx.Client(
+            headers={"Authorization": f"Bearer {token}", "User-Agent": "hubferry-agent"},
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)), transport=transport,
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> AgentCallbacks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the three calls --------------------------------------------------------------------------
+
+    def spec(self) -> dict[str, Any]:
+        """``GET /spec``: the job's spec as sent (the runner validates it)."""
+        answer = self._call("GET", "spec", None)
+        if not isinstance(answer, dict):
+            raise ValidationError("the orchestrator's spec is not a JSON object", url=f"{self.url}/spec",
+                                  hint="check that HUBFERRY_CALLBACK_URL points at hubferry's agent callbacks")
+        return answer
+
+    def report(self, report: Report) -> str:
+        """``POST /report``; returns the action the orchestrator answered."""
+        if report.phase not in PHASES:
+            raise ValueError(f"unknown phase {report.phase!r}")
+        answer = self._call("POST", "report", report.body())
+        action = answer.get("action") if isinstance(answer, dict) else None
+        if action not in ACTIONS:
+            raise PermanentError(f"the orchestrator answered a report with {printable(str(action))[:40]!r}, "
+                                 f"not one of {', '.join(ACTIONS)}", category="service_error",
+                                 url=f"{self.url}/report", hint="the agent and the orchestrator disagree on the "
+                                 "contract (docs/pod-agent.md): update the training image")
+        return str(action)
+
+    def publish_grant(self) -> Grant:
+        """``POST /publish-grant``: the Hub target and token to publish with, read now.
+
+        Raises:
+            GrantRefused: 409, no usable token is stored yet (its message and hint say what to do).
+        """
+        answer = self._call("POST", "publish-grant", {}, refused_is_grant=True)
+        fields = ("endpoint", "token", "repo_id", "revision")
+        if not isinstance(answer, dict) or not all(isinstance(answer.get(k), str) and answer[k] for k in fields):
+            raise PermanentError("the publish grant lacks endpoint, token, repo_id or revision",
+                                 category="service_error", url=f"{self.url}/publish-grant",
+                                 hint="the agent and the orchestrator disagree on the contract (docs/pod-agent.md)")
+        return Grant(endpoint=answer["endpoint"].rstrip("/"), token=answer["token"], repo_id=answer["repo_id"],
+                     private=answer.get("private") is not False, revision=answer["revision"],
+                     commit_message=str(answer.get("commit_message") or "Upload with hubferry agent"))
+
+    # -- transport --------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None, *, refused_is_grant: bool = False) -> Any:
+        url = f"{self.url}/{path}"
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            delay: float | None = None
+            try:
+                response = self._client.request(method, url, json=body)
+            except httpx.TransportError as exc:
+                problem, status = f"{type(exc).__name__}: {printable(str(exc), keep_newlines=False)[:200]}", None
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    if len(response.content) > MAX_ANSWER_BYTES:
+                        raise PermanentError(f"the answer to {method} {path} is larger than 1 MiB", url=url,
+                                             status=status, category="service_error")
+                    try:
+                        return response.json()
+                    except ValueError:
+                        problem = f"the answer to {method} {path} is not JSON (status {status})"
+                elif status in RETRIED_STATUSES:
+                    message, _ = _error_text(response)
+                    problem, delay = f"status {status}: {message}", _retry_after(response)
+                else:
+                    self._refuse(method, path, url, response, attempt, refused_is_grant)
+            elapsed = time.monotonic() - started
+            wait = delay if delay is not None else random.uniform(0, min(self.max_delay,
+                                                                         self.base_delay * 2 ** (attempt - 1)))
+            wait = min(wait, self.max_delay)
+            if elapsed + wait > self.patience_s:
+                raise TransientError(
+                    f"{method} {path} kept failing for {elapsed:.0f}s: {problem}", url=url, status=status,
+                    attempt=attempt, elapsed_s=round(elapsed, 1),
+                    hint="the orchestrator (hubferry serve) is unreachable from the pod: check HUBFERRY_PUBLIC_URL "
+                         "and that the service runs; the agent resumes where it stopped when restarted")
+            log.warning("callback failed, retrying", call=f"{method} {path}", problem=problem, attempt=attempt,
+                        retry_in_s=round(wait, 2))
+            self.sleep(wait)
+
+    def _refuse(self, method: str, path: str, url: str, response: httpx.Response, attempt: int,
+                refused_is_grant: bool) -> None:
+        status = response.status_code
+        message, hint = _error_text(response)
+        context: dict[str, Any] = {"url": url, "status": status, "attempt": attempt}
+        if status == 409 and refused_is_grant:
+            raise GrantRefused(message or "no usable Hub token is stored for this job", hint=hint, **context)
+        if status in (401, 403):
+            raise PermanentError(f"{method} {path} refused the job token ({status}): {message}",
+                                 category="authentication", hint=hint or "the job's token was revoked (the job "
+                                 "ended) or HUBFERRY_JOB_TOKEN is wrong", **context)
+        if status == 404:
+            raise PermanentError(f"{method} {path}: no such job ({message})", category="validation",
+                                 hint=hint or "check HUBFERRY_CALLBACK_URL and HUBFERRY_JOB_ID", **context)
+        if status == 422:
+            raise PermanentError(f"{method} {path}: the orchestrator refused the body: {message}",
+                                 category="validation", hint=hint or "the agent and the orchestrator disagree on "
+                                 "the contract (docs/pod-agent.md): update the training image", **context)
+        raise PermanentError(f"{method} {path} answered {status}: {message}", category="service_error",
+                             hint=hint, **context)
+
+
+def dumps(data: Any) -> str:
+    """Compact JSON, as the agent writes its own files."""
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
