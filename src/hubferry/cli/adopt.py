@@ -24,11 +24,13 @@ def adopt_replicate(
 ) -> None:
     """Adopt a Replicate training (from the website, another script): hubferry follows it and publishes
     its LoRA once it succeeds (at once if it already has)."""
+    from hubferry.cli.backend import local_only
     from hubferry.services import remote, replicate_jobs
     from hubferry.services.context import open_context
     from hubferry.services.views import job_dict
 
     json_errors(json_output)
+    local_only("adopt replicate")
     ctx = open_context()
     job = replicate_jobs.adopt(ctx, training_id, repo_id=repo, name=name, replicate_token=replicate_token,
                                token=token, endpoint=endpoint)

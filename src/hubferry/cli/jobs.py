@@ -6,11 +6,12 @@ from typing import Annotated
 
 import typer
 
+from hubferry.cli.backend import jobs_backend
 from hubferry.cli.console import err, json_errors, print_json, say
-from hubferry.cli.render import job_table, summary, timeline, watch_job
+from hubferry.cli.render import summary, timeline
 from hubferry.domain.jobs import JobState
 from hubferry.errors import ValidationError
-from hubferry.services.context import open_context
+from hubferry.services.views import fields_of
 
 jobs_app = typer.Typer(no_args_is_help=True, help="List and inspect jobs.")
 JobId = Annotated[str, typer.Argument(help="Job id.")]
@@ -27,7 +28,7 @@ def jobs_list(
     json_output: Annotated[bool, typer.Option("--json", help="One JSON line on stdout.")] = False,
 ) -> None:
     """List jobs, newest first (full ids; tab-separated when piped)."""
-    from hubferry.services.views import job_dict
+    from hubferry.cli.render import job_table
 
     json_errors(json_output)
     try:
@@ -35,9 +36,9 @@ def jobs_list(
     except ValueError:
         raise ValidationError(f"unknown state in {state}",
                               hint="one of " + ", ".join(s.value for s in JobState)) from None
-    jobs = open_context().jobs.list_jobs(states=states, limit=limit)
+    jobs = jobs_backend().list_jobs(states, limit)
     if json_output:
-        print_json({"jobs": [job_dict(j) for j in jobs]})
+        print_json({"jobs": [dict(j.data) for j in jobs]})
     else:
         job_table(jobs)
 
@@ -48,40 +49,31 @@ def jobs_show(
     json_output: Annotated[bool, typer.Option("--json", help="One JSON line on stdout.")] = False,
 ) -> None:
     """Show a job: state, target, progress, error and timeline."""
-    from hubferry.services import remote
-    from hubferry.services.views import job_dict, job_fields
-
     json_errors(json_output)
-    ctx = open_context()
-    job = remote.refresh(ctx, job_id)  # a remote training is read from its provider when stale
-    events = ctx.jobs.events(job_id)
+    job = jobs_backend().show(job_id)
     if json_output:
-        print_json(job_dict(job, events))
+        print_json(dict(job.data))
         return
-    for key, value in job_fields(job, events):
+    for key, value in fields_of(job.data):
         say(f"{key:>11}: ", value)
     if job.error:
         say("      error: ", f"({job.error.category}) {job.error.message}")
         if job.error.hint:
             say("  next step: ", job.error.hint)
     err.print()
-    err.print(timeline(events))
+    err.print(timeline(job.timeline))
 
 
 def watch(job_id: JobId) -> None:
     """Follow a job live (stage, progress, ETA, log tail) until it ends."""
-    ctx = open_context()
-    ctx.jobs.require(job_id)
-    final = watch_job(ctx, job_id)
+    final = jobs_backend().watch(job_id)
     summary(final)
     raise typer.Exit(0 if finished_ok(final.state) else 1)
 
 
 def cancel(job_id: JobId) -> None:
     """Cancel a job; a running trainer is stopped (locally: SIGTERM, then SIGKILL)."""
-    from hubferry.services import control
-
-    job = control.cancel(open_context(), job_id)
+    job = jobs_backend().cancel(job_id)
     say(f"job {job.id} cancelled")
 
 
@@ -94,17 +86,12 @@ def retry(
     wait: Annotated[bool, typer.Option("--wait", help="Block until the job ends (when a worker runs it).")] = False,
 ) -> None:
     """Re-run a failed or skipped publish (without retraining), or a failed training."""
-    from hubferry.services import control
-    from hubferry.worker.dispatch import dispatcher_for
-
-    ctx = open_context()
-    dispatcher, queued = dispatcher_for(ctx)
-    ctx.dispatcher = dispatcher
-    job = control.retry(ctx, job_id, token=token, repo_id=repo, endpoint=endpoint)
-    if queued:
-        say(f"job {job.id}: {job.state.value} (queued for the workers)")
+    backend = jobs_backend()
+    job, elsewhere = backend.retry(job_id, token=token, repo=repo, endpoint=endpoint)
+    if elsewhere:
+        say(f"job {job.id}: {job.state.value} ({backend.elsewhere})")
         if not wait:
             return
-        job = watch_job(ctx, job_id)
+        job = backend.watch(job_id)
     summary(job)
     raise typer.Exit(0 if finished_ok(job.state) else 1)

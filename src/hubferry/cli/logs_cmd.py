@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from hubferry.cli.backend import jobs_backend
 from hubferry.cli.console import plain, print_json
 from hubferry.cli.render import ended
 from hubferry.errors import ValidationError
-from hubferry.services.context import open_context
 from hubferry.tracking import parse_log
-from hubferry.tracking.logfile import read_lines, tail
 
 logs_app = typer.Typer(no_args_is_help=True, help="Read trainer logs.")
 #: How often ``logs show --follow`` looks for new lines.
@@ -29,25 +27,19 @@ def logs_show(
     = False,
 ) -> None:
     """Print a job's trainer log (escape sequences removed, secrets redacted)."""
-    ctx = open_context()
-    job = ctx.jobs.require(job_id)
-    if not job.log_path:
-        raise ValidationError(f"job {job_id} has no log yet (state {job.state.value})",
-                              hint=f"`hubferry watch {job_id}` follows it once training starts")
-    path = Path(job.log_path)
-    text = tail(path, lines)
+    backend = jobs_backend()
+    text, cursor = backend.log_tail(job_id, lines)
     if text:
         sys.stdout.write(plain(text) + "\n")
     if not follow:
         return
-    cursor = str(path.stat().st_size if path.exists() else 0)
     while True:
-        job = ctx.jobs.require(job_id)
-        new, cursor = read_lines(path, cursor, final=ended(job))
+        done = ended(backend.show(job_id))
+        new, cursor = backend.log_after(job_id, cursor, final=done)
         for line in new:
             sys.stdout.write(plain(line) + "\n")
         sys.stdout.flush()
-        if ended(job):
+        if done:
             return
         time.sleep(FOLLOW_INTERVAL_S)
 

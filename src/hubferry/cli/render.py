@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Group
 from rich.live import Live
@@ -15,7 +18,16 @@ from rich.table import Table
 from rich.text import Text
 
 from hubferry.cli.console import err, out, plain, say
-from hubferry.domain.jobs import FINAL_STATES, RESTING_STATES, Job, JobEvent, JobState
+from hubferry.domain.jobs import (
+    FINAL_STATES,
+    RESTING_STATES,
+    ErrorInfo,
+    EventKind,
+    Job,
+    JobEvent,
+    JobState,
+    StageProgress,
+)
 from hubferry.services.context import Context
 from hubferry.tracking.logfile import tail as log_tail
 
@@ -25,8 +37,55 @@ WATCH_INTERVAL_S = 0.5
 TAIL_LINES = 4
 
 
-def ended(job: Job) -> bool:
-    return job.state in FINAL_STATES or job.state in RESTING_STATES
+@dataclass(frozen=True)
+class JobView:
+    """A job as the renderers take it: its JSON (:func:`hubferry.services.views.job_dict` here, the API's answer
+    through a service: the same shape), so a job looks the same whichever side describes it."""
+
+    data: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, job: Job | JobView, events: list[JobEvent] | None = None) -> JobView:
+        """``job`` as a view (with its timeline when ``events`` are given)."""
+        if isinstance(job, JobView):
+            return job
+        from hubferry.services.views import job_dict
+
+        return cls(job_dict(job, events))
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def state(self) -> JobState:
+        return JobState(self.data["state"])
+
+    @property
+    def progress(self) -> StageProgress:
+        p = self.data.get("progress") or {}
+        return StageProgress(stage=p.get("stage"), percent=p.get("percent"), step=p.get("step"),
+                             total_steps=p.get("total_steps"), loss=p.get("loss"), eta_seconds=p.get("eta_seconds"))
+
+    @property
+    def error(self) -> ErrorInfo | None:
+        error = self.data.get("error")
+        return ErrorInfo.from_dict(error) if error else None
+
+    @property
+    def timeline(self) -> list[JobEvent]:
+        return [JobEvent(job_id=self.id, seq=int(e["seq"]), at=datetime.fromisoformat(e["at"]),
+                         kind=EventKind(e["kind"]), stage=e.get("stage"), message=e.get("message") or "",
+                         context=e.get("context") or {})
+                for e in self.data.get("timeline") or []]
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+
+def ended(job: Job | JobView | JobState) -> bool:
+    state = job if isinstance(job, JobState) else job.state
+    return state in FINAL_STATES or state in RESTING_STATES
 
 
 def format_eta(seconds: float | None) -> str:
@@ -36,56 +95,92 @@ def format_eta(seconds: float | None) -> str:
     return f"ETA {minutes:02d}:{secs:02d}"
 
 
-def _tail(job: Job) -> str:
-    lines = plain(log_tail(Path(job.log_path), lines=TAIL_LINES)).splitlines() if job.log_path else []
-    lines = [line[:200] for line in lines][-TAIL_LINES:]
+def tail_lines(text: str) -> str:
+    """The last :data:`TAIL_LINES` lines of log text, printable and padded to a fixed height."""
+    lines = [line[:200] for line in plain(text).splitlines()][-TAIL_LINES:]
     return "\n".join(lines + [""] * (TAIL_LINES - len(lines)))
 
 
-def watch_job(ctx: Context, job_id: str, *, show: bool = True, until: threading.Event | None = None) -> Job:
-    """Show a live progress bar with stage, ETA and log tail until the job ends; returns the final job."""
-    from hubferry.services import remote
+@dataclass(frozen=True)
+class Snapshot:
+    """What the live display shows of a job at one moment."""
+
+    state: JobState
+    progress: StageProgress
+    #: The last lines of its log.
+    tail: str = ""
+
+
+def show_live(snapshots: Iterable[Snapshot], *, show: bool = True) -> None:
+    """A live progress bar with stage, ETA and log tail, redrawn for each snapshot until they stop coming."""
     bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), TaskProgressColumn(),
                    TextColumn("{task.fields[eta]}", markup=False), console=err, disable=not show)
     task = bar.add_task("queued", total=100, eta="")
     tail = Text()
     with Live(Group(bar, tail), console=err, refresh_per_second=4, transient=False) if show else nullcontext():
-        while True:
-            job = remote.refresh(ctx, job_id)  # a remote training is read from its provider when stale
-            p = job.progress
+        for snap in snapshots:
+            p = snap.progress
             step = f" step {p.step}/{p.total_steps}" if p.step is not None and p.total_steps else ""
             loss = f" loss {p.loss:.4g}" if p.loss is not None else ""
             bar.update(task, completed=p.percent or 0, eta=format_eta(p.eta_seconds),
-                       description=f"{job.state.value}{step}{loss}")
-            tail.plain = _tail(job)
-            if ended(job) or (until is not None and until.is_set()):
-                break
-            time.sleep(WATCH_INTERVAL_S)
+                       description=f"{snap.state.value}{step}{loss}")
+            tail.plain = tail_lines(snap.tail)
     if show and not err.is_terminal:
         err.line()  # off a terminal, Rich leaves the display's last line open: what follows would join it
+
+
+def watch_job(ctx: Context, job_id: str, *, show: bool = True, until: threading.Event | None = None) -> Job:
+    """Show a job of the local database live until it ends (or ``until`` is set); returns the final job."""
+    from hubferry.services import remote
+
+    def snapshots() -> Iterable[Snapshot]:
+        while True:
+            job = remote.refresh(ctx, job_id)  # a remote training is read from its provider when stale
+            text = log_tail(Path(job.log_path), lines=TAIL_LINES) if job.log_path else ""
+            yield Snapshot(job.state, job.progress, text)
+            if ended(job) or (until is not None and until.is_set()):
+                return
+            time.sleep(WATCH_INTERVAL_S)
+
+    show_live(snapshots(), show=show)
     return ctx.jobs.require(job_id)
 
 
-def summary(job: Job) -> None:
+def summary(job: Job | JobView) -> None:
     """One or two lines on how the job ended and what to do next."""
-    if job.state is JobState.PUBLISHED:
-        say("published and verified: ", f"{job.repo_url} (commit {job.commit_sha})", style="green")
-        endpoint = str(job.params.get("hub_endpoint", ""))
+    view = JobView.of(job)
+    state, error = view.state, view.error
+    if state is JobState.PUBLISHED:
+        say("published and verified: ", f"{view.get('repo_url')} (commit {view.get('commit_sha')})", style="green")
+        endpoint, repo_id = str(view.get("endpoint") or ""), str(view.get("repo_id"))
         prefix = "" if endpoint.endswith("huggingface.co") else f"HF_ENDPOINT={endpoint} "
-        say("download it back: ", f"{prefix}hf download {job.repo_id}   or in Python: "
-            f"huggingface_hub.snapshot_download({job.repo_id!r}, endpoint={endpoint!r})")
-    elif job.state is JobState.TRAINED:
-        say("trained, not published: ", f"no Hub token configured; weights kept in {job.output_dir}. Store one "
-            f"(`hubferry secrets set hf_token`) or pass it: `hubferry retry {job.id} --token TOKEN`.",
+        say("download it back: ", f"{prefix}hf download {repo_id}   or in Python: "
+            f"huggingface_hub.snapshot_download({repo_id!r}, endpoint={endpoint!r})")
+    elif state is JobState.TRAINED:
+        say("trained, not published: ", f"no Hub token configured; weights kept in {view.get('output_dir')}. Store "
+            f"one (`hubferry secrets set hf_token`) or pass it: `hubferry retry {view.id} --token TOKEN`.",
             style="yellow")
-    elif job.state is JobState.CANCELLED:
-        say("cancelled: ", f"job {job.id}", style="yellow")
-    elif job.error is not None:
-        say(f"{job.state.value} ({job.error.category}): ", job.error.message, style="red")
-        if job.error.hint:
-            say("  next step: ", job.error.hint)
+    elif state is JobState.CANCELLED:
+        say("cancelled: ", f"job {view.id}", style="yellow")
+    elif error is not None:
+        say(f"{state.value} ({error.category}): ", error.message, style="red")
+        if error.hint:
+            say("  next step: ", error.hint)
     else:
-        say(f"job {job.id} is {job.state.value}")
+        say(f"job {view.id} is {state.value}")
+
+
+def exit_code(job: JobView) -> int:
+    """0 when published (or trained with publishing skipped), the trainer's own code when its training failed
+    (from the timeline), else 1."""
+    if job.state in (JobState.PUBLISHED, JobState.TRAINED):
+        return 0
+    if job.state is JobState.FAILED:
+        for event in reversed(job.timeline):
+            code = event.context.get("exit_code") if event.kind is EventKind.STAGE_FAILED else None
+            if isinstance(code, int) and 0 < code < 256:
+                return code
+    return 1
 
 
 def _clock(at: datetime) -> str:
@@ -108,13 +203,15 @@ def timeline(events: list[JobEvent]) -> Table:
     return table
 
 
-def job_table(jobs: list[Job]) -> None:
+def job_table(jobs: Sequence[Job | JobView]) -> None:
     """The job list: a table on a terminal (ids never shortened), tab-separated lines when piped."""
+    views = [JobView.of(j) for j in jobs]
     rows = [
-        (j.id, plain(j.name, keep_newlines=False), j.state.value,
+        (j.id, plain(j.get("name"), keep_newlines=False), j.state.value,
          f"{j.progress.percent:.0f}%" if j.progress.percent is not None else "",
-         plain(j.repo_url or j.repo_id, keep_newlines=False), j.updated_at.strftime("%Y-%m-%d %H:%M:%S"))
-        for j in jobs
+         plain(j.get("repo_url") or j.get("repo_id"), keep_newlines=False),
+         datetime.fromisoformat(str(j.get("updated_at"))).strftime("%Y-%m-%d %H:%M:%S"))
+        for j in views
     ]
     if not out.is_terminal:
         for row in rows:
