@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,15 +61,9 @@ def _base_env(home: Path, registry_endpoint: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, registry) -> Iterator[Service]:
-    home = tmp_path_factory.mktemp("service") / "home"
-    env = _base_env(home, registry.endpoint)
-    tokens = {}
-    for name, admin in (("alice", True), ("bob", False)):
-        created = run("users", "create", name, *(["--admin"] if admin else []), "--token", "--json", env=env)
-        assert created.returncode == 0, created.stderr
-        tokens[name] = one_json_line(created.stdout)["token"]
+@contextmanager
+def serving(env: dict[str, str]) -> Iterator[str]:
+    """``hubferry serve`` on a free port with ``env``; yields its URL once it answers."""
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "hubferry", "serve", "--port", str(port)], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -83,10 +78,26 @@ def service(tmp_path_factory: pytest.TempPathFactory, registry) -> Iterator[Serv
                         break
             except OSError:
                 time.sleep(0.1)
-        yield Service(url, home, env, tokens)
+        yield url
     finally:
         os.killpg(server.pid, signal.SIGINT)
         server.wait(timeout=30)
+
+
+def create_user(name: str, env: dict[str, str], *, admin: bool = False) -> str:
+    """A user of the service's database; returns their API token."""
+    created = run("users", "create", name, *(["--admin"] if admin else []), "--token", "--json", env=env)
+    assert created.returncode == 0, created.stderr
+    return str(one_json_line(created.stdout)["token"])
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, registry) -> Iterator[Service]:
+    home = tmp_path_factory.mktemp("service") / "home"
+    env = _base_env(home, registry.endpoint)
+    tokens = {"alice": create_user("alice", env, admin=True), "bob": create_user("bob", env)}
+    with serving(env) as url:
+        yield Service(url, home, env, tokens)
 
 
 @pytest.fixture()
@@ -234,3 +245,37 @@ def test_wrong_token_service_down_and_half_configured(service, client_home):
     local_only = run("adopt", "replicate", "r8_training", env=remote_env(service, client_home))
     assert local_only.returncode == 2 and "works on this machine's database only" in local_only.stderr
     assert_no_local_state(client_home)
+
+
+def test_a_replicate_job_file_with_a_local_photo_folder_runs_on_the_service(tmp_path, registry, alice_token,
+                                                                             fake_replicate):
+    from hubferry.dataset.testing import photos
+
+    fake = fake_replicate
+    fake.knobs.steps_per_second, fake.knobs.boot_s, fake.knobs.setup_s = 50.0, 0.2, 0.2
+    env = _base_env(tmp_path / "service", registry.endpoint)
+    env.update(HUBFERRY_REPLICATE_BASE_URL=fake.base_url, HUBFERRY_POLL_INTERVAL_S="0.2", HF_HUB_DISABLE_XET="1",
+               HUBFERRY_RECONCILE_INTERVAL_S="1")
+    token = create_user("carol", env)  # not an administrator: a Replicate job needs no server rights
+    images = tmp_path / "photos"
+    photos(images, 4, size=(512, 512))
+    job_file = tmp_path / "job.toml"
+    job_file.write_text(f'trainer = "replicate"\nimages = "{images}"\ntrigger_word = "hbfyperson"\nsteps = 20\n'
+                        'repo = "alice/flux-remote"\n')
+    client_home = tmp_path / "client-home"
+    with serving(env) as url:
+        client = _base_env(client_home, registry.endpoint)
+        client.update(HUBFERRY_URL=url, HUBFERRY_API_TOKEN=token, HF_TOKEN=alice_token,
+                      REPLICATE_API_TOKEN=fake.token)
+        result = run("train", "-f", str(job_file), "--wait", "--json", env=client, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert f"uploading the dataset to the service: {images}" in result.stderr
+    job = one_json_line(result.stdout)
+    assert job["state"] == "published" and job["owner"] == "carol" and job["trainer"] == "replicate"
+    assert job["repo_url"] == f"{registry.endpoint}/alice/flux-remote"
+    assert len(job["dataset_report"]["images"]) == 4
+    training = fake.trainings()[0]
+    assert training["input"]["steps"] == 20 and training["input"]["trigger_word"] == "hbfyperson"
+    assert_no_local_state(client_home)
+    for secret in (token, alice_token, fake.token):
+        assert secret not in result.stdout + result.stderr

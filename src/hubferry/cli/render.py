@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -188,7 +189,16 @@ def _clock(at: datetime) -> str:
 
 
 def _context(event: JobEvent) -> str:
-    return "  ".join(f"{k}={v}" for k, v in event.context.items() if v not in (None, "", [], {}))
+    return "  ".join(f"{k}={_value(v)}" for k, v in event.context.items() if v not in (None, "", [], {}))
+
+
+def _value(value: Any) -> str:
+    """A timeline detail as a reader wants it: a list by its length, a table as compact JSON, never a repr."""
+    if isinstance(value, list | tuple):
+        return f"{len(value)} item{'s' if len(value) != 1 else ''}"
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"), default=str)
+    return str(value)
 
 
 def timeline(events: list[JobEvent]) -> Table:
