@@ -162,6 +162,13 @@ class EventOut(BaseModel):
     context: dict[str, Any]
 
 
+class PublishedFileOut(BaseModel):
+    path: str = Field(description="The file's path in the repo.")
+    size: int = Field(description="Its size in bytes.")
+    sha256: str
+    verified: bool = Field(description="Read back from the Hub with the same size and hash.")
+
+
 class JobOut(BaseModel):
     id: str
     name: str
@@ -188,6 +195,8 @@ class JobOut(BaseModel):
     updated_at: str
     started_at: str | None
     finished_at: str | None
+    files: list[PublishedFileOut] | None = Field(None, description="Once published (single-job reads): the files "
+                                                  "the read-back checked.")
     timeline: list[EventOut] | None = None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hubferry.domain.jobs import StageProgress
 from hubferry.domain.progress import overall_percent
 from hubferry.tracking import Snapshot
@@ -19,3 +21,9 @@ def for_stage(stage: str, fraction: float | None = None, eta_seconds: float | No
     """Progress of a non-training stage (``starting``, ``publishing``, ``verifying``)."""
     percent = None if fraction is None else max(0.0, min(100.0, fraction * 100))
     return StageProgress(stage=stage, percent=round(overall_percent(stage, percent), 2), eta_seconds=eta_seconds)
+
+
+def after_training(trained: StageProgress, stage: str, fraction: float | None = None) -> StageProgress:
+    """Progress of ``publishing`` or ``verifying`` that keeps what training reached (its step, total and last
+    loss), so a job whose publish fails still shows how far its training went."""
+    return replace(for_stage(stage, fraction), step=trained.step, total_steps=trained.total_steps, loss=trained.loss)

@@ -12,6 +12,7 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from hubferry.domain.jobs import ErrorInfo, EventKind, Job, JobState
 from hubferry.domain.leases import heartbeat_interval
@@ -32,6 +33,8 @@ MAX_PUBLISH_CLAIMS = 5
 REDISPATCH_DELAY_S = 15.0
 #: Read-backs of one commit that may fail transiently before the job fails (it stays retryable).
 MAX_VERIFY_ATTEMPTS = 5
+#: Files of a successful read-back listed in the timeline (path, size, hash each); the count covers them all.
+MAX_RECORDED_FILES = 1000
 
 
 def training_succeeded(ctx: Context, job_id: str) -> bool:
@@ -63,7 +66,7 @@ def begin_publish(ctx: Context, job: Job, expected: JobState, message: str = "")
         return False
     ctx.jobs.append_event(job.id, EventKind.STAGE_STARTED, stage="publishing", message=message,
                           context={"repo_id": job.repo_id})
-    ctx.jobs.update_progress(job.id, job_progress.for_stage("publishing", 0.0))
+    ctx.jobs.update_progress(job.id, job_progress.after_training(job.progress, "publishing", 0.0))
     ctx.dispatch().publish(job.id)
     return True
 
@@ -134,7 +137,7 @@ def run_publish(ctx: Context, job_id: str) -> None:
                 raise TransientError("publish lease lost to another worker", category="service_error",
                                      job_id=job_id, hint="another worker is finishing this publish")
             fraction = event.bytes_done / event.bytes_total if event.bytes_total else 0.0
-            ctx.jobs.update_progress(job_id, job_progress.for_stage("publishing", fraction))
+            ctx.jobs.update_progress(job_id, job_progress.after_training(job.progress, "publishing", fraction))
 
         try:
             if target.token is None:
@@ -206,6 +209,13 @@ def _publish_failed(ctx: Context, job: Job, fence: int, exc: HubferryError) -> N
                               context={k: v for k, v in exc.to_dict().items() if k not in ("message", "hint")})
 
 
+def verified_record(files: list[LocalFile]) -> dict[str, Any]:
+    """What the timeline keeps of a successful read-back: each file checked (path, size, sha256), the first
+    :data:`MAX_RECORDED_FILES` of them by path (``files_recorded`` says how many were kept)."""
+    kept = sorted(files, key=lambda f: f.path_in_repo)[:MAX_RECORDED_FILES]
+    return {"verified_files": [{**f.to_dict(), "verified": True} for f in kept], "files_recorded": len(kept)}
+
+
 def _verify(ctx: Context, job: Job, files: list[LocalFile] | None = None) -> None:
     """Read the recorded commit back; ``verifying → published`` only when every file matches.
 
@@ -219,7 +229,7 @@ def _verify(ctx: Context, job: Job, files: list[LocalFile] | None = None) -> Non
             attempt = 1 if e.stage == "publishing" else attempt + 1
     ctx.jobs.append_event(job.id, EventKind.STAGE_STARTED, stage="verifying",
                           context={"commit_sha": job.commit_sha, "attempt": attempt})
-    ctx.jobs.update_progress(job.id, job_progress.for_stage("verifying", 0.0))
+    ctx.jobs.update_progress(job.id, job_progress.after_training(job.progress, "verifying", 0.0))
     started = time.monotonic()
     try:
         files = ctx.publisher.verify(Path(str(job.output_dir)), job.repo_id, target, job.commit_sha or "",
@@ -235,11 +245,12 @@ def _verify(ctx: Context, job: Job, files: list[LocalFile] | None = None) -> Non
         if ctx.jobs.transition(job.id, JobState.VERIFYING, JobState.FAILED, error=error) is not None:
             ctx.jobs.append_event(job.id, EventKind.STAGE_FAILED, stage="verifying", message=exc.message[:500])
         return
-    ctx.jobs.update_progress(job.id, job_progress.for_stage("verifying", 1.0))
+    ctx.jobs.update_progress(job.id, job_progress.after_training(job.progress, "verifying", 1.0))
     if ctx.jobs.transition(job.id, JobState.VERIFYING, JobState.PUBLISHED) is not None:
         ctx.jobs.append_event(job.id, EventKind.STAGE_FINISHED, stage="verifying",
                               context={"files": len(files), "commit_sha": job.commit_sha,
-                                       "duration_s": round(time.monotonic() - started, 2)})
+                                       "duration_s": round(time.monotonic() - started, 2),
+                                       **verified_record(files)})
         credentials.forget_job(ctx.credentials, job.id)
         log.info("published", job_id=job.id, repo_url=job.repo_url, commit=job.commit_sha)
         if ctx.trainer_for(job.trainer).capabilities.publishes_from_run:

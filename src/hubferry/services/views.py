@@ -40,8 +40,23 @@ def job_dict(job: Job, events: list[JobEvent] | None = None) -> dict[str, Any]:
         "started_at": _ts(job.started_at), "finished_at": _ts(job.finished_at),
     }
     if events is not None:
+        data["files"] = published_files(events)
         data["timeline"] = [event_dict(e) for e in events]
     return data
+
+
+def published_files(events: list[JobEvent]) -> list[dict[str, Any]] | None:
+    """The files the last successful read-back checked (``path``, ``size``, ``sha256``, ``verified``), or None
+    before any succeeded (or when the read-back predates per-file records)."""
+    for event in reversed(events):
+        if event.kind is EventKind.STAGE_FINISHED and event.stage == "verifying":
+            files = event.context.get("verified_files")
+            if not isinstance(files, list):
+                return None
+            return [{"path": printable(str(f.get("path", ""))), "size": int(f.get("size") or 0),
+                     "sha256": str(f.get("sha256") or ""), "verified": bool(f.get("verified"))}
+                    for f in files if isinstance(f, dict)]
+    return None
 
 
 def provider_url(job: Job, events: list[JobEvent]) -> str | None:
@@ -83,17 +98,27 @@ def fields_of(data: Mapping[str, Any]) -> list[tuple[str, str]]:
         progress += f", loss {p['loss']:.4g}"
     if (eta := p.get("eta_seconds")) is not None:
         progress += f", ETA {int(eta) // 60:02d}:{int(eta) % 60:02d}"
+    stage = p.get("stage")
+    if data.get("state") in ("failed", "cancelled") and stage in ("publishing", "verifying"):
+        # the training succeeded before the publish stopped: say so, not the overall bar's 95 %
+        steps = f", step {p['step']}" + (f"/{p['total_steps']}" if p.get("total_steps") else "") \
+            if p.get("step") is not None else ""
+        loss = f", loss {p['loss']:.4g}" if p.get("loss") is not None else ""
+        progress = f"training done (100%{steps}{loss})"
+        stage = f"{stage} {data['state']}"
     fields = [
         ("id", data["id"]), ("name", data["name"]), ("state", data["state"]), ("trainer", data["trainer"]),
         ("repo", data.get("repo_url") or data["repo_id"]), ("endpoint", str(data.get("endpoint") or "")),
         ("token", str(data.get("token_source") or "-")), ("commit", data.get("commit_sha") or "-"),
-        ("progress", f"{progress} ({p.get('stage') or 'not started'})"), ("output", data.get("output_dir") or "-"),
+        ("progress", f"{progress} ({stage or 'not started'})"), ("output", data.get("output_dir") or "-"),
         ("log", data.get("log_path") or "-"), ("attempts", str(data.get("attempts", 1))),
     ]
     if report := data.get("dataset_report"):
         fields.append(("dataset", _dataset_line(report)))
     if url := data.get("provider_url"):
         fields.append(("provider", url))
+    if data.get("state") in ("failed", "trained"):
+        fields.append(("retry", f"hubferry retry {data['id']}"))
     if c := data.get("compute"):
         price = f"${c['price_per_hr']:.2f}/h" if c.get("price_per_hr") is not None else "price unknown"
         cost = f"${c['cost_usd']:.2f}" if c.get("cost_usd") is not None else "unknown"

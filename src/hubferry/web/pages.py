@@ -32,7 +32,7 @@ from hubferry.api.errors import ApiError
 from hubferry.api.principal import Principal
 from hubferry.api.v1_secrets import stored_view
 from hubferry.dataset.fetch import display_url
-from hubferry.domain.jobs import Job
+from hubferry.domain.jobs import Job, JobState
 from hubferry.errors import HubferryError
 from hubferry.logs import get_logger, printable
 from hubferry.services import notifications
@@ -233,7 +233,7 @@ def web_router(ctx: Context) -> APIRouter:
             context["events"] = events
             context["spans"] = views.stage_spans(events, ctx.jobs.clock(), live=views.is_live(job))
             context["verified"] = views.verified_files(events)
-            context["files"] = views.output_files(job) if job.repo_url else []
+            context["files"] = views.published_files(job, events) if job.state is JobState.PUBLISHED else []
         if part in (None, "log"):
             context["log"] = v1_jobs.read_log(Path(job.log_path), tail=LOG_TAIL_LINES, offset=0, length=0)["text"] \
                 if job.log_path else ""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hubferry.domain.jobs import EventKind, Job, JobEvent, JobState
+from hubferry.services import views as shared_views
 from hubferry.store.progress_history import ProgressPoint
 
 #: The stages a job goes through, in order, as the progress bar names them.
@@ -30,6 +31,14 @@ ACTIVE = frozenset({JobState.QUEUED, JobState.PREPARING, JobState.TRAINING, JobS
 def is_live(job: Job) -> bool:
     """Whether the job may still change by itself (its page listens for events)."""
     return job.state in ACTIVE
+
+
+def failed_after_training(job: Job) -> str | None:
+    """The stage (``publishing`` or ``verifying``) a failed or cancelled job stopped in after its training had
+    succeeded, else None: its page and row say the training is done rather than show a bar that stopped."""
+    if job.state in (JobState.FAILED, JobState.CANCELLED) and job.progress.stage in ("publishing", "verifying"):
+        return job.progress.stage
+    return None
 
 
 def can_cancel(job: Job) -> bool:
@@ -174,6 +183,15 @@ def verified_files(events: Sequence[JobEvent]) -> int | None:
             files = event.context.get("files")
             return int(files) if isinstance(files, int) else None
     return None
+
+
+def published_files(job: Job, events: Sequence[JobEvent]) -> list[dict[str, Any]]:
+    """The published files to list: the last read-back's record (each with its ``verified`` mark), or for a
+    job published before files were recorded, its output folder (``verified`` None: not recorded per file)."""
+    recorded = shared_views.published_files(list(events))
+    if recorded is not None:
+        return recorded[:MAX_FILES]
+    return [{"path": path, "size": size, "verified": None} for path, size in output_files(job)]
 
 
 def output_files(job: Job) -> list[tuple[str, int]]:
