@@ -291,7 +291,8 @@ def jobs_router(ctx: Context, *, sender: notifications.Sender | None = None) -> 
         """Check the request and the Hub target (before any compute is spent), record the job and start it."""
         return job_dict(create(ctx, caller, body))
 
-    @router.get("/jobs", response_model=JobPage, summary="Your jobs, newest first")
+    @router.get("/jobs", response_model=JobPage, response_model_exclude_unset=True,  # a listed job is job_dict(job)
+                summary="Your jobs, newest first")
     def list_jobs(
         caller: Caller,
         state: Annotated[list[JobState] | None, Query(description="Only jobs in these states.")] = None,

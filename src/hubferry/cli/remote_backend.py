@@ -42,8 +42,6 @@ class RemoteJobs:
         self._partial: dict[str, str] = {}
 
     def _job(self, data: dict[str, Any]) -> JobView:
-        if data.get("timeline") is None:
-            data.pop("timeline", None)  # a listed job has none: as locally, the key is absent
         return JobView(data)
 
     def list_jobs(self, states: list[JobState] | None, limit: int) -> list[JobView]:
