@@ -10,7 +10,6 @@ Report bodies are bounded (:func:`bound_lines`): at most 500 lines and 256 KiB o
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -134,19 +133,20 @@ class AgentCallbacks:
         base_delay, max_delay: the backoff's first and largest delay (full jitter).
         timeout_s: connect/read timeout of one attempt.
         transport: an httpx transport (tests pass one); default: a real connection.
-        sleep: the sleep function (tests pass one that records).
+        sleep, clock: how to wait and tell time (tests pass a fake pair that only advances when slept).
     """
 
     def __init__(
         self, callback_url: str, token: str, *, patience_s: float = 900.0, base_delay: float = 1.0,
         max_delay: float = 30.0, timeout_s: float = 30.0, transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = callback_url.rstrip("/")
         self.patience_s = patience_s
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.sleep = sleep
+        self.clock = clock
         self._client = httpx.Client(
             headers={"Authorization": f"Bearer {token}", "User-Agent": "hubferry-agent"},
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)), transport=transport,
@@ -205,7 +205,7 @@ class AgentCallbacks:
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None, *, refused_is_grant: bool = False) -> Any:
         url = f"{self.url}/{path}"
-        started = time.monotonic()
+        started = self.clock()
         attempt = 0
         while True:
             attempt += 1
@@ -229,7 +229,7 @@ class AgentCallbacks:
                     problem, delay = f"status {status}: {message}", _retry_after(response)
                 else:
                     self._refuse(method, path, url, response, attempt, refused_is_grant)
-            elapsed = time.monotonic() - started
+            elapsed = self.clock() - started
             wait = delay if delay is not None else random.uniform(0, min(self.max_delay,
                                                                          self.base_delay * 2 ** (attempt - 1)))
             wait = min(wait, self.max_delay)
@@ -264,7 +264,3 @@ class AgentCallbacks:
         raise PermanentError(f"{method} {path} answered {status}: {message}", category="service_error",
                              hint=hint, **context)
 
-
-def dumps(data: Any) -> str:
-    """Compact JSON, as the agent writes its own files."""
-    return json.dumps(data, separators=(",", ":"), sort_keys=True)

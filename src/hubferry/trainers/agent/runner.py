@@ -381,6 +381,8 @@ class Agent:
         code = self.child.returncode
         self.child = None
         shutil.rmtree(self.dir / "work", ignore_errors=True)
+        if stop_reason == "exit":  # the job is final already: nothing to report
+            return EXIT_OK
         if stop_reason is not None:
             return self._final("failed", EXIT_SIGTERM if stop_reason == "sigterm" else EXIT_FAILED,
                                stage="training", message=_STOP_MESSAGES[stop_reason])
@@ -495,7 +497,6 @@ class Agent:
 
 _STOP_MESSAGES = {
     "cancel": "cancelled by the orchestrator",
-    "exit": "stopped: the orchestrator says the job is over",
     "sigterm": "the agent was stopped (SIGTERM: the pod is stopping)",
     "refused": "the orchestrator refused the agent's reports",
 }
