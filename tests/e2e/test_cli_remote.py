@@ -195,6 +195,17 @@ def test_train_watch_list_show_logs_cancel_through_the_service(service, client_h
         refused = run(*args, env=bob, service=service)
         assert refused.returncode == 2 and f"job {args[-1]} not found" in refused.stderr, (args, refused.stderr)
     assert one_json_line(run("jobs", "list", "--json", env=bob, service=service).stdout) == {"jobs": []}
+    assert "No secrets for bob." in run("secrets", "list", env=bob, service=service).stderr
+
+    # secrets: your own only, the names the service keeps, deleted once
+    other = run("secrets", "list", "--owner", "bob", env=env, service=service)
+    assert other.returncode == 2 and "your own secrets only" in other.stderr
+    unknown = run("secrets", "set", "wandb_key", "--value-stdin", env=env, stdin="x\n", service=service)
+    assert unknown.returncode == 2 and "stores no secret named 'wandb_key'" in unknown.stderr
+    deleted = run("secrets", "delete", "hf_token", env=env, service=service)
+    assert deleted.returncode == 0 and "Deleted hf_token for alice." in deleted.stderr
+    again = run("secrets", "delete", "hf_token", env=env, service=service)
+    assert again.returncode == 1 and "No secret hf_token for alice." in again.stderr
 
     assert_no_local_state(client_home)
     everything = "\n".join(service.outputs)

@@ -18,7 +18,7 @@ from hubferry.domain.jobs import JobState
 from hubferry.errors import ValidationError
 
 if TYPE_CHECKING:
-    from hubferry.cli.remote_backend import RemoteJobs, RemoteSecrets
+    from hubferry.cli.remote_backend import RemoteJobs
     from hubferry.services.context import Context
 
 
@@ -83,7 +83,8 @@ def remote_jobs(settings: Settings | None = None) -> RemoteJobs | None:
     from hubferry.cli.remote import ServiceClient
     from hubferry.cli.remote_backend import RemoteJobs
 
-    return RemoteJobs(ServiceClient(*service, connect_timeout=settings.connect_timeout), settings)
+    return RemoteJobs(ServiceClient(*service, connect_timeout=settings.connect_timeout,
+                                    read_timeout=settings.read_timeout), settings)
 
 
 def jobs_backend(settings: Settings | None = None) -> JobsBackend:
@@ -104,8 +105,7 @@ def secrets_backend(settings: Settings | None = None) -> SecretsBackend:
     if remote is not None:
         from hubferry.cli.remote_backend import RemoteSecrets
 
-        secrets: RemoteSecrets = RemoteSecrets(remote.client)
-        return secrets
+        return RemoteSecrets(remote.client, settings)
     return LocalSecrets(settings)
 
 

@@ -219,8 +219,9 @@ class RemoteJobs:
 class RemoteSecrets:
     """The API token's user's secrets on the service (``/api/v1/secrets``); values are never read back."""
 
-    def __init__(self, client: ServiceClient) -> None:
+    def __init__(self, client: ServiceClient, settings: Settings) -> None:
         self.client = client
+        self.settings = settings
 
     def owner(self, owner: str | None) -> str:
         me = str(self.client.json("GET", "/api/v1/session")["user"]["name"])
@@ -237,9 +238,7 @@ class RemoteSecrets:
         return SERVICE_SECRETS[name]
 
     def _endpoint(self, endpoint: str | None) -> str:
-        from hubferry.config import load_settings
-
-        return normalise_endpoint(endpoint or load_settings().resolved_endpoint())
+        return normalise_endpoint(endpoint or self.settings.resolved_endpoint())
 
     def set(self, owner: str, name: str, value: str, endpoint: str | None) -> str | None:
         kind = self._kind(name)
