@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -58,8 +59,8 @@ class Stub:
     repo_id: str = ""
     #: Statuses answered to the first attempt of a report of the given phase (then it is accepted).
     fail_first: dict[str, list[int]] = field(default_factory=dict)
-    #: Decides whether a report is answered ``cancel``.
-    cancel_when: Callable[[dict[str, Any]], bool] = lambda report: False
+    #: An action that overrides the usual answer to a report (None: the usual one).
+    action_for: Callable[[dict[str, Any]], str | None] = lambda report: None
     dataset: bytes = b""
     received: list[dict[str, Any]] = field(default_factory=list)  # every report body, retries included
     accepted_lines: list[str] = field(default_factory=list)  # lines of each seq, counted once
@@ -76,8 +77,9 @@ class Stub:
         return [p for i, p in enumerate(phases) if i == 0 or phases[i - 1] != p]
 
     def answer(self, report: dict[str, Any]) -> str:
-        if self.cancel_when(report):
-            return "cancel"
+        override = self.action_for(report)
+        if override is not None:
+            return override
         phase = report["phase"]
         if phase == "trained":
             return "publish"
@@ -383,12 +385,12 @@ def test_cancel_mid_training_kills_the_child(tmp_path: Path, registry: RunningRe
     agent_dir = tmp_path / "agent"
     stepped = threading.Event()
 
-    def cancel_after_steps(report: dict[str, Any]) -> bool:
+    def cancel_after_steps(report: dict[str, Any]) -> str | None:
         if any(line.startswith("Total optimization steps") for line in report["lines"]):
             stepped.set()  # the trainer's loop has begun
-        return stepped.is_set()
+        return "cancel" if stepped.is_set() else None
 
-    stub.cancel_when = cancel_after_steps
+    stub.action_for = cancel_after_steps
     url = serve(stub)
     stub.spec = make_spec(base_model, None, steps=2000)  # minutes on CPU
     stub.spec["dataset_url"] = f"{url}/staging/data.jsonl?sig=s3cr3t-signature"
@@ -446,6 +448,51 @@ def test_bad_spec_and_bad_token_exit_2_and_1(tmp_path: Path, registry: RunningRe
     assert run.code == 1
     assert "refused the job token (401)" in run.stderr
     assert stub.unauthorized == 1
+
+
+@pytest.mark.parametrize(("action", "code"), [("cancel", 1), ("exit", 0)])
+def test_cancel_or_exit_before_the_training_starts_it_never(action: str, code: int, tmp_path: Path,
+                                                            registry: RunningRegistry, base_model: str,
+                                                            serve: Callable[[Stub], str]) -> None:
+    token = job_token()
+    stub = Stub(token=token, spec={}, hub=registry, action_for=lambda report: action,
+                dataset=b"".join(json.dumps(r).encode() + b"\n" for r in SFT_ROWS))
+    url = serve(stub)
+    stub.spec = make_spec(base_model, f"{url}/staging/data.jsonl?sig=s3cr3t-signature")
+    agent_dir = tmp_path / "agent"
+    run = run_agent(pod_env(url, token, agent_dir, registry, tmp_path), tmp_path, timeout=30)
+    assert run.code == code, run.stderr[-3000:]
+    assert "training started" not in run.stderr and not (agent_dir / "output").exists()
+    last = stub.received[-1]
+    if action == "cancel":
+        assert last["phase"] == "failed" and last["stage"] == "training" and "cancelled" in last["message"]
+    else:
+        assert "failed" not in stub.phases()
+
+
+def test_sigterm_while_waiting_for_a_token_exits_143(trained: dict[str, Any], tmp_path: Path,
+                                                     registry: RunningRegistry, serve: Callable[[Stub], str]) -> None:
+    """RunPod stops the pod while the agent waits for a fixed token: it exits at once (the weights stay on
+    the volume with the marker, for the next start)."""
+    agent_dir = tmp_path / "agent"
+    shutil.copytree(trained["agent_dir"], agent_dir)
+    token = job_token()
+    stub = Stub(token=token, spec={}, hub=registry, hub_token=None, repo_id="alice/never")
+    url = serve(stub)
+    stub.spec = make_spec(str(trained["stub"].spec["config"]["model"]["base"]), None)
+    stub.spec["config"]["dataset"] = "alice/unused"
+    stopped_at: list[float] = []
+
+    def stop_while_waiting(agent: subprocess.Popen[bytes]) -> None:
+        wait_for(lambda: any(r["phase"] == "failed" for r in list(stub.received)), 30, "the failed publish")
+        agent.send_signal(signal.SIGTERM)
+        stopped_at.append(time.monotonic())
+
+    run = run_agent(pod_env(url, token, agent_dir, registry, tmp_path), tmp_path, timeout=30,
+                    during=stop_while_waiting)
+    assert run.code == 143, run.stderr[-3000:]
+    assert time.monotonic() - stopped_at[0] < 10
+    assert (agent_dir / "output" / ".hubferry-trained").is_file()
 
 
 # -- the callbacks client on its own (an httpx mock transport, no process) ---------------------------------

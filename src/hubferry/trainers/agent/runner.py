@@ -370,6 +370,12 @@ class Agent:
         env = {k: v for k, v in os.environ.items() if k not in ("HUBFERRY_JOB_TOKEN", "HUBFERRY_CALLBACK_URL")}
         env["PYTHONUNBUFFERED"] = "1"
         self.reporter.send("training")
+        early = self.reporter.peek_action()
+        if early in ("cancel", "exit"):  # answered to an earlier report: never start the training
+            self.reporter.take_action(0)
+            if early == "exit":
+                return EXIT_OK
+            return self._final("failed", EXIT_FAILED, stage="training", message=_STOP_MESSAGES["cancel"])
         log.info("training started", command=" ".join(command[1:4]))
         self.child = subprocess.Popen(command, cwd=self.dir, env=env, stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)

@@ -249,7 +249,9 @@ def train(config: TrainingConfigModel, data: str, output: Path, work_dir: Path) 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     args = trainer_arguments(config, work_dir)
-    dtype = "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32"
+    # Half-precision weights for an adapter (peft keeps the adapter itself in fp32); a full fine-tune under
+    # fp16 autocast needs fp32 weights, or the gradient scaler refuses to unscale fp16 gradients.
+    dtype = "bfloat16" if args.bf16 else "float16" if args.fp16 and config.lora is not None else "float32"
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     peft_config = None
     if config.lora is not None:
