@@ -145,12 +145,15 @@ def test_train_watch_list_show_logs_cancel_through_the_service(service, client_h
 
     # the same commands, in remote and in local mode on the service's own database, print the same
     local = service.local_env
-    for args in (["jobs", "list"], ["jobs", "list", "--state", "published", "--json"], ["jobs", "show", job_id],
+    for args in (["jobs", "list"], ["jobs", "list", "--state", "published", "--json"],
+                 ["jobs", "list", "--trainer", "local", "--limit", "1"], ["jobs", "list", "--trainer", "replicate"],
+                 ["jobs", "show", job_id],
                  ["jobs", "show", job_id, "--json"], ["logs", "show", job_id, "-n", "5"]):
         remote_run, local_run = run(*args, env=env, service=service), run(*args, env=local)
         assert remote_run.returncode == local_run.returncode == 0, remote_run.stderr + local_run.stderr
         assert (remote_run.stdout, remote_run.stderr) == (local_run.stdout, local_run.stderr), args
-    rows = [line.split("\t") for line in run("jobs", "list", env=env).stdout.splitlines()]
+    assert run("jobs", "list", "--trainer", "replicate", env=env).stdout == ""
+    rows = [line.split("\t") for line in run("jobs", "list", "--trainer", "local", env=env).stdout.splitlines()]
     assert rows[0][:5] == [job_id, "remote-lora", "published", "100%", f"{registry.endpoint}/alice/remote-lora"]
     shown = one_json_line(run("jobs", "show", job_id, "--json", env=env).stdout)
     assert shown["state"] == "published" and shown["token_source"] == "stored" and len(shown["commit_sha"]) == 40

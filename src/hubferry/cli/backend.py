@@ -28,7 +28,9 @@ class JobsBackend(Protocol):
     #: How a job started by ``retry`` runs, as ``retry`` says it ("queued for the workers").
     elsewhere: str
 
-    def list_jobs(self, states: list[JobState] | None, limit: int) -> list[JobView]: ...
+    def list_jobs(self, states: list[JobState] | None, trainers: list[str] | None, limit: int) -> list[JobView]:
+        """Jobs newest first, only those in ``states`` and of ``trainers`` when given."""
+        ...
 
     def show(self, job_id: str) -> JobView:
         """The job with its timeline (a remote training refreshed from its provider when stale)."""
@@ -133,8 +135,14 @@ class LocalJobs:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    def list_jobs(self, states: list[JobState] | None, limit: int) -> list[JobView]:
-        return [JobView.of(job) for job in self.ctx.jobs.list_jobs(states=states, limit=limit)]
+    def list_jobs(self, states: list[JobState] | None, trainers: list[str] | None, limit: int) -> list[JobView]:
+        from hubferry.store import job_queries
+
+        if not trainers:
+            return [JobView.of(job) for job in self.ctx.jobs.list_jobs(states=states, limit=limit)]
+        ids = job_queries.page_ids(self.ctx.jobs.engine, owner=None, states=[s.value for s in states or ()],
+                                   trainers=trainers, limit=limit)
+        return [JobView.of(job) for job in (self.ctx.jobs.get(job_id) for job_id, _ in ids) if job is not None]
 
     def show(self, job_id: str) -> JobView:
         from hubferry.services import remote

@@ -24,6 +24,8 @@ def finished_ok(state: JobState) -> bool:
 @jobs_app.command("list")
 def jobs_list(
     state: Annotated[list[str] | None, typer.Option(help="Only jobs in this state (repeatable).")] = None,
+    trainer: Annotated[list[str] | None, typer.Option(help="Only jobs of this trainer: local, replicate, ... "
+                                                      "(repeatable).")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many jobs.")] = 50,
     json_output: Annotated[bool, typer.Option("--json", help="One JSON line on stdout.")] = False,
 ) -> None:
@@ -36,7 +38,7 @@ def jobs_list(
     except ValueError:
         raise ValidationError(f"unknown state in {state}",
                               hint="one of " + ", ".join(s.value for s in JobState)) from None
-    jobs = jobs_backend().list_jobs(states, limit)
+    jobs = jobs_backend().list_jobs(states, trainer, limit)
     if json_output:
         print_json({"jobs": [dict(j.data) for j in jobs]})
     else:

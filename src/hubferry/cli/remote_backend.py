@@ -44,13 +44,15 @@ class RemoteJobs:
     def _job(self, data: dict[str, Any]) -> JobView:
         return JobView(data)
 
-    def list_jobs(self, states: list[JobState] | None, limit: int) -> list[JobView]:
+    def list_jobs(self, states: list[JobState] | None, trainers: list[str] | None, limit: int) -> list[JobView]:
         found: list[JobView] = []
         cursor = None
         while len(found) < limit:
             params: dict[str, Any] = {"limit": min(PAGE_SIZE, limit - len(found))}
             if states:
                 params["state"] = [s.value for s in states]
+            if trainers:
+                params["trainer"] = trainers
             if cursor:
                 params["cursor"] = cursor
             page = self.client.json("GET", "/api/v1/jobs", params=params)
