@@ -428,6 +428,7 @@ def test_failed_training_reports_its_exit_code(tmp_path: Path, registry: Running
     failed = stub.received[-1]
     assert (failed["phase"], failed["stage"], failed["exit_code"]) == ("failed", "training", 2)
     assert any("no 'rejected' column" in line for line in stub.accepted_lines)
+    assert "exited with code 2" in failed["message"] and "no 'rejected' column" in failed["message"]
     assert stub.grants == []
 
 

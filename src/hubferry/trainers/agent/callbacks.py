@@ -6,19 +6,24 @@ full jitter, honouring ``Retry-After``, until ``patience_s`` has passed; then :c
 401, 403, 404 and 422 end at once with :class:`PermanentError` (a revoked token, a job that is gone, a body
 the orchestrator refuses); a 409 from publish-grant is :class:`GrantRefused`, which the agent waits out.
 Report bodies are bounded (:func:`bound_lines`): at most 500 lines and 256 KiB of lines per report.
+:class:`Reporter` sends them in ``seq`` order: batched lines, state changes and heartbeats.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from hubferry.errors import PermanentError, TransientError, ValidationError
+from hubferry.errors import HubferryError, PermanentError, TransientError, ValidationError
 from hubferry.logs import get_logger, printable
 
 log = get_logger(__name__)
@@ -37,6 +42,8 @@ RETRIED_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 ACTIONS = ("continue", "publish", "cancel", "exit")
 #: Phases a report may carry.
 PHASES = ("starting", "training", "trained", "publishing", "published", "failed")
+#: Lines kept while the orchestrator is unreachable; older ones are dropped (and counted).
+MAX_PENDING_LINES = 20_000
 
 
 class GrantRefused(PermanentError):
@@ -264,3 +271,156 @@ class AgentCallbacks:
         raise PermanentError(f"{method} {path} answered {status}: {message}", category="service_error",
                              hint=hint, **context)
 
+
+class Reporter:
+    """Sends reports in ``seq`` order: batched log lines, state changes, and a heartbeat every ``heartbeat_s``.
+
+    Every report carries the agent's current state (phase, and the stage, message, exit code and result
+    that go with it); a heartbeat repeats it with no lines. A report that could not be delivered is
+    re-sent as it was (same ``seq``) before anything newer. The last action that asks for something
+    (``publish``, ``cancel``, ``exit``) is kept for :meth:`take_action`.
+    """
+
+    def __init__(self, client: AgentCallbacks, seq_path: Path, *, heartbeat_s: float, interval_s: float) -> None:
+        self.client = client
+        self.seq_path = seq_path
+        self.heartbeat_s = heartbeat_s
+        self.interval_s = min(interval_s, heartbeat_s)
+        self._lines: deque[str] = deque()
+        self._dropped = 0
+        self._state: dict[str, Any] = {"phase": "starting", "exit_code": None, "message": "", "stage": None,
+                                       "result": None}
+        self._unsent: Report | None = None
+        self._lock = threading.Lock()  # lines and state
+        self._send_lock = threading.Lock()  # one report at a time, in seq order
+        self._changed = threading.Condition()
+        self._action: str | None = None
+        self._last_sent = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        #: A refusal (401/404/422) met by the heartbeat thread: the agent must stop.
+        self.fatal: HubferryError | None = None
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def add_line(self, line: str) -> None:
+        with self._lock:
+            self._lines.append(line)
+            if len(self._lines) > MAX_PENDING_LINES:
+                self._lines.popleft()
+                self._dropped += 1
+
+    def _seq(self) -> int:
+        try:
+            last = int(self.seq_path.read_text().strip() or 0)
+        except (OSError, ValueError):
+            last = 0
+        seq = last + 1
+        temp = self.seq_path.with_name(self.seq_path.name + ".tmp")
+        temp.write_text(str(seq))
+        os.replace(temp, self.seq_path)
+        return seq
+
+    def _next(self) -> Report:
+        with self._lock:
+            if self._dropped:
+                self._lines.appendleft(f"[hubferry agent] {self._dropped} earlier lines were dropped while the "
+                                       "orchestrator was unreachable")
+                self._dropped = 0
+            lines, used = bound_lines(list(self._lines)[:1000])
+            for _ in range(used):
+                self._lines.popleft()
+            state = dict(self._state)
+        return Report(seq=self._seq(), lines=tuple(lines), **state)
+
+    @property
+    def phase(self) -> str:
+        with self._lock:
+            return str(self._state["phase"])
+
+    def pending_lines(self) -> int:
+        with self._lock:
+            return len(self._lines)
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def send(self, phase: str | None = None, **fields: Any) -> str:
+        """Change the state (when ``phase`` is given) and send every pending line (at least one report).
+
+        Returns:
+            The last action answered.
+
+        Raises:
+            TransientError: the orchestrator stayed unreachable (the report is kept and re-sent next time).
+            PermanentError: the orchestrator refused the report.
+        """
+        if phase is not None:
+            with self._lock:
+                self._state = {"phase": phase, "exit_code": fields.get("exit_code"),
+                               "message": fields.get("message", ""), "stage": fields.get("stage"),
+                               "result": fields.get("result")}
+        with self._send_lock:
+            action = self._send_one()
+            while self.pending_lines():
+                action = self._send_one()
+            return action
+
+    def _send_one(self) -> str:
+        report = self._unsent or self._next()
+        self._unsent = report
+        action = self.client.report(report)
+        self._unsent = None
+        self._last_sent = time.monotonic()
+        if action != "continue":
+            with self._changed:
+                # cancel and exit outrank a publish that was not taken yet
+                if not (self._action in ("cancel", "exit") and action == "publish"):
+                    self._action = action
+                self._changed.notify_all()
+        return action
+
+    def take_action(self, timeout: float) -> str | None:
+        """The pending ``publish``/``cancel``/``exit`` (consumed), waiting up to ``timeout`` for one."""
+        with self._changed:
+            if self._action is None and not self._stop.is_set():
+                self._changed.wait(timeout)
+            action, self._action = self._action, None
+            return action
+
+    def peek_action(self) -> str | None:
+        with self._changed:
+            return self._action
+
+    def wake(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    # -- the heartbeat thread ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="agent-reporter", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(min(0.2, self.interval_s)):
+            since = time.monotonic() - self._last_sent
+            due = since >= self.heartbeat_s or (since >= self.interval_s and self.pending_lines())
+            if not due or not self._send_lock.acquire(blocking=False):
+                continue
+            try:
+                self._send_one()
+            except PermanentError as error:
+                log.error("the orchestrator refused a report", error=str(error))
+                self.fatal = error
+                self.wake()
+                return
+            except TransientError as error:
+                log.warning("report not delivered, kept for the next one", error=str(error))
+            finally:
+                self._send_lock.release()

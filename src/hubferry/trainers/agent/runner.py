@@ -21,7 +21,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ import httpx
 from hubferry.config import Settings
 from hubferry.errors import HubferryError, PermanentError, TransientError, ValidationError
 from hubferry.logs import get_logger, printable, register_secret
-from hubferry.trainers.agent.callbacks import AgentCallbacks, GrantRefused, Report, bound_lines, cut_line
+from hubferry.trainers.agent.callbacks import AgentCallbacks, GrantRefused, Reporter, cut_line
 
 log = get_logger(__name__)
 
@@ -42,8 +41,6 @@ log = get_logger(__name__)
 MARKER = ".hubferry-trained"
 #: The last report number sent, kept on the volume so a restarted agent continues the sequence.
 SEQ_FILE = ".hubferry-seq"
-#: Lines kept while the orchestrator is unreachable; older ones are dropped (and counted).
-MAX_PENDING_LINES = 20_000
 #: Longest a spec may ask between heartbeats.
 MAX_HEARTBEAT_S = 3600.0
 #: A publish progress line at most this often.
@@ -126,160 +123,6 @@ def check_spec(answer: dict[str, Any], job_id: str) -> Spec:
     return Spec(job_id, config, raw, url, float(heartbeat))
 
 
-class Reporter:
-    """Sends reports in ``seq`` order: batched log lines, state changes, and a heartbeat every ``heartbeat_s``.
-
-    Every report carries the agent's current state (phase, and the stage, message, exit code and result
-    that go with it); a heartbeat repeats it with no lines. A report that could not be delivered is
-    re-sent as it was (same ``seq``) before anything newer. The last action that asks for something
-    (``publish``, ``cancel``, ``exit``) is kept for :meth:`take_action`.
-    """
-
-    def __init__(self, client: AgentCallbacks, seq_path: Path, *, heartbeat_s: float, interval_s: float) -> None:
-        self.client = client
-        self.seq_path = seq_path
-        self.heartbeat_s = heartbeat_s
-        self.interval_s = min(interval_s, heartbeat_s)
-        self._lines: deque[str] = deque()
-        self._dropped = 0
-        self._state: dict[str, Any] = {"phase": "starting", "exit_code": None, "message": "", "stage": None,
-                                       "result": None}
-        self._unsent: Report | None = None
-        self._lock = threading.Lock()  # lines and state
-        self._send_lock = threading.Lock()  # one report at a time, in seq order
-        self._changed = threading.Condition()
-        self._action: str | None = None
-        self._last_sent = time.monotonic()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        #: A refusal (401/404/422) met by the heartbeat thread: the agent must stop.
-        self.fatal: HubferryError | None = None
-
-    # -- state ------------------------------------------------------------------------------------
-
-    def add_line(self, line: str) -> None:
-        with self._lock:
-            self._lines.append(line)
-            if len(self._lines) > MAX_PENDING_LINES:
-                self._lines.popleft()
-                self._dropped += 1
-
-    def _seq(self) -> int:
-        try:
-            last = int(self.seq_path.read_text().strip() or 0)
-        except (OSError, ValueError):
-            last = 0
-        seq = last + 1
-        temp = self.seq_path.with_name(self.seq_path.name + ".tmp")
-        temp.write_text(str(seq))
-        os.replace(temp, self.seq_path)
-        return seq
-
-    def _next(self) -> Report:
-        with self._lock:
-            if self._dropped:
-                self._lines.appendleft(f"[hubferry agent] {self._dropped} earlier lines were dropped while the "
-                                       "orchestrator was unreachable")
-                self._dropped = 0
-            lines, used = bound_lines(list(self._lines)[:1000])
-            for _ in range(used):
-                self._lines.popleft()
-            state = dict(self._state)
-        return Report(seq=self._seq(), lines=tuple(lines), **state)
-
-    @property
-    def phase(self) -> str:
-        with self._lock:
-            return str(self._state["phase"])
-
-    def pending_lines(self) -> int:
-        with self._lock:
-            return len(self._lines)
-
-    # -- sending ----------------------------------------------------------------------------------
-
-    def send(self, phase: str | None = None, **fields: Any) -> str:
-        """Change the state (when ``phase`` is given) and send every pending line (at least one report).
-
-        Returns:
-            The last action answered.
-
-        Raises:
-            TransientError: the orchestrator stayed unreachable (the report is kept and re-sent next time).
-            PermanentError: the orchestrator refused the report.
-        """
-        if phase is not None:
-            with self._lock:
-                self._state = {"phase": phase, "exit_code": fields.get("exit_code"),
-                               "message": fields.get("message", ""), "stage": fields.get("stage"),
-                               "result": fields.get("result")}
-        with self._send_lock:
-            action = self._send_one()
-            while self.pending_lines():
-                action = self._send_one()
-            return action
-
-    def _send_one(self) -> str:
-        report = self._unsent or self._next()
-        self._unsent = report
-        action = self.client.report(report)
-        self._unsent = None
-        self._last_sent = time.monotonic()
-        if action != "continue":
-            with self._changed:
-                # cancel and exit outrank a publish that was not taken yet
-                if not (self._action in ("cancel", "exit") and action == "publish"):
-                    self._action = action
-                self._changed.notify_all()
-        return action
-
-    def take_action(self, timeout: float) -> str | None:
-        """The pending ``publish``/``cancel``/``exit`` (consumed), waiting up to ``timeout`` for one."""
-        with self._changed:
-            if self._action is None and not self._stop.is_set():
-                self._changed.wait(timeout)
-            action, self._action = self._action, None
-            return action
-
-    def peek_action(self) -> str | None:
-        with self._changed:
-            return self._action
-
-    def wake(self) -> None:
-        with self._changed:
-            self._changed.notify_all()
-
-    # -- the heartbeat thread ---------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="agent-reporter", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.wake()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(min(0.2, self.interval_s)):
-            since = time.monotonic() - self._last_sent
-            due = since >= self.heartbeat_s or (since >= self.interval_s and self.pending_lines())
-            if not due or not self._send_lock.acquire(blocking=False):
-                continue
-            try:
-                self._send_one()
-            except PermanentError as error:
-                log.error("the orchestrator refused a report", error=str(error))
-                self.fatal = error
-                self.wake()
-                return
-            except TransientError as error:
-                log.warning("report not delivered, kept for the next one", error=str(error))
-            finally:
-                self._send_lock.release()
-
-
 class Agent:
     """One agent run; :meth:`run` returns the exit code."""
 
@@ -296,30 +139,29 @@ class Agent:
         self.reporter: Reporter | None = None
         self.child: subprocess.Popen[bytes] | None = None
         self.stopping = threading.Event()
+        #: The training command's own explanation of a failure (its ``error: ...`` line).
+        self.last_error = ""
 
     # -- the life ---------------------------------------------------------------------------------
 
     def run(self) -> int:
         register_secret(self.env.job_token)
         register_secret(self.settings.shell_token())  # HF_TOKEN, only with --token-in-env
-        self.dir.mkdir(parents=True, exist_ok=True)
         try:
+            self.dir.mkdir(parents=True, exist_ok=True)
             answer = self.client.spec()
-        except HubferryError as error:
-            log.error("cannot read the job's spec", error=str(error))
-            return EXIT_BAD_INPUT if isinstance(error, ValidationError) else EXIT_FAILED
-        heartbeat = answer.get("heartbeat_s")
-        heartbeat_s = heartbeat if isinstance(heartbeat, (int, float)) and 0 < heartbeat <= MAX_HEARTBEAT_S else 15.0
-        self.reporter = Reporter(self.client, self.dir / SEQ_FILE, heartbeat_s=float(heartbeat_s),
-                                 interval_s=self.settings.agent_report_interval_s)
-        try:
-            spec = check_spec(answer, self.env.job_id)
-        except ValidationError as error:
-            log.error("the job's spec is unusable", error=str(error))
-            return self._final("failed", EXIT_BAD_INPUT, stage="training", message=f"bad spec: {error}")
-        log.info("spec received", job_id=spec.job_id, summary=spec.config.summary(), heartbeat_s=spec.heartbeat_s)
-        self.reporter.start()
-        try:
+            heartbeat = answer.get("heartbeat_s")
+            heartbeat_s = heartbeat if isinstance(heartbeat, (int, float)) and 0 < heartbeat <= MAX_HEARTBEAT_S else 15
+            self.reporter = Reporter(self.client, self.dir / SEQ_FILE, heartbeat_s=float(heartbeat_s),
+                                     interval_s=self.settings.agent_report_interval_s)
+            try:
+                spec = check_spec(answer, self.env.job_id)
+            except ValidationError as error:
+                log.error("the job's spec is unusable", error=str(error))
+                return self._final("failed", EXIT_BAD_INPUT, stage="training", message=f"bad spec: {error}")
+            log.info("spec received", job_id=spec.job_id, summary=spec.config.summary(),
+                     heartbeat_s=spec.heartbeat_s)
+            self.reporter.start()
             if (self.output / MARKER).is_file():
                 log.info("the training finished earlier (marker found): not training again")
             else:
@@ -327,14 +169,21 @@ class Agent:
                 if code is not None:
                     return code
             return self._follow(spec)
+        except ValidationError as error:  # the spec answer itself was not a JSON object
+            log.error("cannot read the job's spec", error=str(error))
+            return EXIT_BAD_INPUT
         except PermanentError as error:
             log.error("the orchestrator refused the agent", error=str(error))
             return EXIT_FAILED
         except TransientError as error:
             log.error("the orchestrator is unreachable; giving up", error=str(error))
             return EXIT_FAILED
+        except OSError as error:
+            log.error("the agent's folder is unusable", folder=str(self.dir), error=str(error))
+            return EXIT_BAD_INPUT
         finally:
-            self.reporter.stop()
+            if self.reporter is not None:
+                self.reporter.stop()
             self._kill_child()
             self.client.close()
 
@@ -395,8 +244,9 @@ class Agent:
         if code != 0:
             log.error("the training failed", exit_code=code)
             reported = code if code > 0 else 128 - code  # killed by a signal: the shell's convention
+            why = f": {self.last_error}" if self.last_error else ""
             return self._final("failed", reported, stage="training", exit_code=reported,
-                               message=f"the training command exited with code {reported}")
+                               message=f"the training command exited with code {reported}{why}")
         (self.output / MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + "\n")
         log.info("training finished", output=str(self.output))
         self.reporter.send("trained")
@@ -409,6 +259,8 @@ class Agent:
             if "\r" in text:  # a progress bar's updates: the last one says where it is
                 text = next((s for s in reversed(text.split("\r")) if s.strip()), "")
             line = cut_line(printable(text, keep_newlines=False))
+            if line.startswith("error: "):  # trl_train's last word on a failure
+                self.last_error = line.removeprefix("error: ")[:1000]
             self.reporter.add_line(line)
             sys.stdout.write(line + "\n")
         sys.stdout.flush()
