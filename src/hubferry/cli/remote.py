@@ -38,6 +38,7 @@ _TRANSIENT_STATUSES = frozenset({408, 429, 502, 503, 504})
 _CATEGORIES = frozenset({"network", "authentication", "validation", "rate_limit", "service_error", "file_error",
                          "timeout", "training_error", "internal"})
 _CHECK_SERVICE = "check HUBFERRY_URL, and that `hubferry serve` runs there"
+_NOT_A_SERVICE = "check that HUBFERRY_URL is the address of `hubferry serve`, not of another server"
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class ServiceClient:
             return response.json()
         except ValueError:
             raise PermanentError(f"the service at {self.url} answered {method} {path} with something that is not "
-                                 "JSON", category="service_error", hint=f"{_CHECK_SERVICE} (not another server)",
+                                 "JSON", category="service_error", hint=_NOT_A_SERVICE,
                                  status=response.status_code, url=f"{self.url}{path}") from None
 
     @contextmanager
@@ -130,11 +131,11 @@ def error_from_response(response: httpx.Response, base_url: str) -> HubferryErro
             f"the hubferry service at {base_url} did not accept HUBFERRY_API_TOKEN: it is wrong or was revoked",
             category="authentication", status=status,
             hint="make a new one on the service's machine with `hubferry users token NAME` and set "
-                 "HUBFERRY_API_TOKEN to it")
+                 "HUBFERRY_API_TOKEN to it (and check that HUBFERRY_URL is the address of `hubferry serve`)")
     detail = _error_detail(response)
     if detail is None:  # not the API's shape: a proxy, another server, or a crash
         message = f"the service at {base_url} answered {status} to {where} without an error description"
-        hint = f"{_CHECK_SERVICE} (the address of `hubferry serve`, not another server)"
+        hint = _NOT_A_SERVICE
         body = redact(response.text[:300]) if response.text else None
         if status in _TRANSIENT_STATUSES or status >= 500:
             return TransientError(message, category="service_error", hint="try again shortly; " + hint,
