@@ -113,7 +113,8 @@ class Stub:
                                    f"{self.hub.endpoint}", "hint": "hubferry secrets set hf_token, then retry"}}
         self.grants.append(200)
         return 200, {"endpoint": self.hub.endpoint, "token": self.hub_token, "repo_id": self.repo_id,
-                     "private": True, "revision": "main", "commit_message": "hubferry: agent test"}
+                     "private": True, "revision": "main", "commit_message": "hubferry: agent test",
+                     "card": {"title": "Agent SFT test", "tags": ["my-tag"], "training_params": {"job": "j1"}}}
 
 
 def start_stub(stub: Stub) -> ThreadingHTTPServer:
@@ -304,7 +305,9 @@ def test_happy_path_trains_publishes_and_exits_0(trained: dict[str, Any], regist
     assert not {".hubferry-trained", "config.json", "dataset.jsonl"} & files
     assert not [f for f in files if f.startswith(("checkpoint", "work", "data/"))]
     card = api.hf_hub_download(published["repo_id"], "README.md", revision=published["commit_sha"])
-    assert stub.spec["config"]["model"]["base"] in Path(card).read_text()
+    text = Path(card).read_text()
+    assert stub.spec["config"]["model"]["base"] in text and "# Agent SFT test" in text  # the grant's card facts
+    assert "my-tag" in text and "| lora_r | 4 |" in text and "| job | j1 |" in text  # + training_args.json
     # seq grows by one per report; the marker is on the volume
     seqs = sorted(stub.seen)
     assert seqs == list(range(1, len(seqs) + 1))

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,8 @@ class Grant:
     private: bool
     revision: str
     commit_message: str
+    #: Model card facts (``hubferry.hub.card.CardInfo`` fields) the orchestrator knows; may be empty.
+    card: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # never show the token
         return f"Grant(endpoint={self.endpoint!r}, repo_id={self.repo_id!r}, revision={self.revision!r}, token=set)"
@@ -206,7 +208,8 @@ class AgentCallbacks:
                                  hint="the agent and the orchestrator disagree on the contract (docs/pod-agent.md)")
         return Grant(endpoint=answer["endpoint"].rstrip("/"), token=answer["token"], repo_id=answer["repo_id"],
                      private=answer.get("private") is not False, revision=answer["revision"],
-                     commit_message=str(answer.get("commit_message") or "Upload with hubferry agent"))
+                     commit_message=str(answer.get("commit_message") or "Upload with hubferry agent"),
+                     card=dict(answer["card"]) if isinstance(answer.get("card"), dict) else {})
 
     # -- transport --------------------------------------------------------------------------------
 

@@ -424,7 +424,6 @@ def _too_big(max_bytes: int) -> PermanentError:
 def publish_output(folder: Path, grant: Any, spec: Spec, settings: Settings,
                    line: Callable[[str], None]) -> Any:
     """Publish the trained ``folder`` (without the marker) as the grant says, verified by reading it back."""
-    from hubferry.hub.card import CardInfo
     from hubferry.hub.progress import PushProgress, format_size
     from hubferry.hub.publish import publish
 
@@ -438,11 +437,25 @@ def publish_output(folder: Path, grant: Any, spec: Spec, settings: Settings,
         line(f"publish: {event.stage} {format_size(event.bytes_done)}/{format_size(event.bytes_total)} "
              f"{event.files_done}/{event.files_total} files")
 
-    config = spec.config
-    card = CardInfo(base_model=config.model.base, tags=["trl", config.method, "text-generation"])
+    card = card_info(grant.card, spec)
     return publish(folder, grant.repo_id, endpoint=grant.endpoint, token=grant.token, private=grant.private,
                    revision=grant.revision, message=grant.commit_message, exclude=[MARKER], card=card,
                    settings=settings, progress=progress, verify_after=True)
+
+
+def card_info(facts: dict[str, Any], spec: Spec) -> Any:
+    """The model card facts: the orchestrator's (the grant's ``card``), else the config's; the rest (LoRA,
+    steps, loss) comes from the folder's ``training_args.json`` when the card is rendered."""
+    from hubferry.hub.card import CardInfo
+
+    fields = CardInfo.__dataclass_fields__
+    known = {k: v for k, v in facts.items() if k in fields and k not in ("tags", "training_params")}
+    tags = [t for t in facts.get("tags") or [] if isinstance(t, str)]
+    params = facts.get("training_params") if isinstance(facts.get("training_params"), dict) else {}
+    config = spec.config
+    return CardInfo(**{"base_model": config.model.base, **known,
+                       "tags": list(dict.fromkeys([*tags, "trl", config.method, "text-generation"])),
+                       "training_params": dict(params or {})})
 
 
 def run(settings: Settings) -> int:
