@@ -429,6 +429,8 @@ class Summary:
     peak_rss_mb: float
     median_client_cpu_s: float
     median_server_cpu_s: float
+    #: Median client CPU seconds per GiB published: the steadiest signal on a shared machine.
+    client_cpu_s_per_gib: float = 0.0
     walls: list[float] = field(default_factory=list)
 
 
@@ -446,6 +448,7 @@ def summarise(runs: list[Run], total: int) -> dict[str, Summary]:
             round(max(r.peak_rss_mb for r in mine), 1),
             round(statistics.median(r.client_cpu_s for r in mine), 2),
             round(statistics.median(r.server_cpu_s for r in mine), 2),
+            round(statistics.median(r.client_cpu_s for r in mine) / (total / GiB), 2),
             [round(r.wall_s, 3) for r in mine],
         )
     return summaries
@@ -480,17 +483,24 @@ def _mark(passed: object) -> str:
     return "n/a" if passed is None else ("PASS" if passed else "FAIL")
 
 
-def print_table(summaries: dict[str, Summary], result: dict[str, object], total: int, files: int, repeat: int) -> None:
+def print_table(
+    summaries: dict[str, Summary], result: dict[str, object], total: int, files: int, repeat: int, load: str = "",
+) -> None:
     print(f"\npublishing {total / GiB:.2f} GiB in {files} files + config.json + README.md, "
           f"{repeat} repeat(s), median wall time; MB = 10^6 bytes")  # fmt: skip
-    columns = ("wall s", 8), ("MB/s", 8), ("peak RSS MB", 12), ("client CPU s", 13), ("server CPU s", 13)
+    if load:
+        print(f"load average (1/5/15 min): {load}")
+    columns = (
+        ("wall s", 8), ("MB/s", 8), ("peak RSS MB", 12), ("client CPU s", 13), ("CPU s/GiB", 10), ("server CPU s", 13),
+    )
     header = f"{'method':<19} " + " ".join(f"{name:>{width}}" for name, width in columns) + "  runs"
     print(header)
     print("-" * len(header))
     for s in summaries.values():
         runs = ", ".join(f"{w:.2f}" for w in s.walls)
         print(f"{s.method:<19} {s.median_wall_s:>8.2f} {s.mb_per_s:>8.1f} {s.peak_rss_mb:>12.1f} "
-              f"{s.median_client_cpu_s:>13.2f} {s.median_server_cpu_s:>13.2f}  {runs}")  # fmt: skip
+              f"{s.median_client_cpu_s:>13.2f} {s.client_cpu_s_per_gib:>10.2f} "
+              f"{s.median_server_cpu_s:>13.2f}  {runs}")  # fmt: skip
     print()
     rss = summaries["hubferry"].peak_rss_mb if "hubferry" in summaries else None
     print(f"hubferry / raw_upload_folder = {_shown(result['hubferry/raw_upload_folder'], 'x')}  "
@@ -499,6 +509,11 @@ def print_table(summaries: dict[str, Summary], result: dict[str, object], total:
     print(f"raw_upload_folder / floor    = {_shown(result['raw_upload_folder/floor'], 'x')}")
     print(f"hubferry peak RSS            = {_shown(rss, ' MB')}  "
           f"(target <= {TARGET_RSS_MB:.0f} MB)  {_mark(result['rss_pass'])}")  # fmt: skip
+
+
+def _load() -> str:
+    """The load average (1, 5, 15 minutes), as ``uptime`` prints it: a noisy machine shows here."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
 
 
 def _shown(value: object, unit: str) -> str:
@@ -571,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {problem}", file=sys.stderr)
             return 2
         cpus = Cpus.split() if args.pin else Cpus()
+        load_before = _load()
         say(f"each run publishes {size / GiB:.2f} GiB of fresh random data in {args.files} files under {work}; "
             f"{cpus.describe()}")
         total = 0
@@ -589,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{'ok' if run.ok else 'FAILED: ' + run.detail}")  # fmt: skip
         summaries = summarise(runs, total)
         result = verdict(summaries, runs)
+        load = f"{load_before} before, {_load()} after"
         failed = [r for r in runs if not r.ok]
         if args.json:
             print(json.dumps({
@@ -596,10 +613,10 @@ def main(argv: list[str] | None = None) -> int:
                 "registry_dir": str(registry_dir), "cpus": cpus.describe(),
                 "targets": {"ratio": TARGET_RATIO, "peak_rss_mb": TARGET_RSS_MB},
                 "methods": {m: asdict(s) for m, s in summaries.items()}, **result,
-                "runs": [asdict(r) for r in runs], "ok": not failed,
+                "runs": [asdict(r) for r in runs], "ok": not failed, "load_average": load,
             }))  # fmt: skip
         else:
-            print_table(summaries, result, total, args.files, args.repeat)
+            print_table(summaries, result, total, args.files, args.repeat, load)
             for run in failed:
                 print(f"run {run.repeat} of {run.method} failed: {run.detail}")
         return 1 if failed else 0

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
 
 from hubferry.config import load_settings
-from hubferry.hub import manifest, retry
+from hubferry.hub import manifest, retry, upload
 from hubferry.hub.upload import Ready, Uploader
 
 
@@ -111,3 +112,57 @@ def test_hashing_ahead_stops_when_the_push_ends_first(tmp_path):
     ahead = manifest.HashAhead([item] * 50, git_sha1_limit=0, scan=None)
     ahead.close()  # a failed pre-flight: nothing left running, the rest never hashed
     assert sum(h.future.cancelled() for h in ahead.pending) >= 40
+
+
+class SendingHub(FakeHub):
+    """Reads each LFS file object as a PUT would, then answers only once later files have started
+    sending (a server storing an object: hash, fsync), recording how many files send at once."""
+
+    def __init__(self, files: int) -> None:
+        super().__init__()
+        self.files = files
+        self.lock = threading.Lock()
+        self.sending = 0
+        self.most_sending = 0
+        self.started = 0
+        self.progress = threading.Condition(self.lock)
+        self.log: list[str] = []
+
+    def preupload_lfs_files(self, repo_id, additions, **_kwargs):
+        for op in additions:
+            with self.lock:
+                self.sending += 1
+                self.most_sending = max(self.most_sending, self.sending)
+                self.started += 1
+                mine = self.started
+                self.progress.notify_all()
+            left = op.upload_info.size
+            while left:
+                time.sleep(0.005)  # a network: other files could start meanwhile, if allowed to
+                if left <= 1000:  # counted out before the read of the last byte, which ends the sending
+                    with self.lock:
+                        self.sending -= 1
+                left -= len(op.path_or_fileobj.read(min(1000, left)))
+            with self.lock:
+                # The answer comes once the files after this one could start sending: with the
+                # limit held until answers, they never would (and this waits in vain).
+                wanted = min(self.files, mine + upload.SENDING_AT_ONCE)
+                if not self.progress.wait_for(lambda wanted=wanted: self.started >= wanted, timeout=3):
+                    self.log.append(f"{op.path_in_repo} answered only after waiting in vain")
+            op._upload_mode, op._remote_oid = "lfs", None
+            self.calls.append(f"upload {op.path_in_repo}")
+
+
+def test_few_files_send_at_once_and_the_next_starts_while_the_server_stores_the_last(tmp_path):
+    names = [f"model-{n}.bin" for n in range(6)]
+    for n, name in enumerate(names):
+        (tmp_path / name).write_bytes(bytes([n]) * 5000)
+    files = manifest.build(manifest.select_paths(tmp_path), git_sha1_limit=0)
+    hub = SendingHub(len(files))
+    uploader = _uploader(hub)
+    uploader.files_total, uploader.bytes_total = len(files), sum(f.size for f in files)
+    result = uploader.run([Ready(f) for f in files], "msg")
+    assert hub.log == []
+    assert 1 <= hub.most_sending <= upload.SENDING_AT_ONCE < upload.PARALLEL_UPLOADS
+    assert sorted(hub.calls[:-1]) == [f"upload {name}" for name in names] and hub.calls[-1] == "commit"
+    assert result.bytes_uploaded == 6 * 5000  # every byte counted once, slots or not

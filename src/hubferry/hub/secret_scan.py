@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from hubferry.errors import ValidationError
+from hubferry.hub import bytesearch
 
 #: Names scanned as text whatever their first bytes look like.
 TEXT_SUFFIXES = (
@@ -155,7 +156,7 @@ class _LiteralSearch:
 
     def feed(self, data: bytes | bytearray, n: int) -> None:
         for text, literal in self.literals:
-            at = data.find(literal, 0, n)
+            at = bytesearch.find(data, literal, n)
             if at >= 0:
                 self.report.add(PUSH_TOKEN, text, offset=self.position + at)
             elif self.tail:

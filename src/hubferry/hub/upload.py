@@ -36,8 +36,12 @@ from hubferry.logs import get_logger
 log = get_logger(__name__)
 #: How often the byte counter is turned into a progress event while uploads run.
 PROGRESS_TICK_S = 0.25
-#: Preupload calls (so LFS transfers) running at once.
+#: Preupload calls running at once (each: preupload, LFS batch, the transfer, the server's answer).
 PARALLEL_UPLOADS = 5
+#: Of those, calls whose LFS bytes are still being sent. A call whose bytes are all sent waits for
+#: the server to store them (hash, fsync) without holding one of these, so the next file starts
+#: sending meanwhile; fewer streams at once let a loaded server read larger pieces of each.
+SENDING_AT_ONCE = 2
 #: Small files per preupload call (the Hub takes 256 per preupload request).
 SMALL_FILES_PER_CALL = 256
 
@@ -215,6 +219,35 @@ def _rounds(items: list[tuple[LocalFile, CommitOperationAdd]]) -> list[list[Comm
     return [ops for _, ops in rounds]
 
 
+class _SendSlot:
+    """One of :data:`SENDING_AT_ONCE`, held by a preupload call from before its first request until
+    it has read every LFS byte it sends once, or until it ends (objects the Hub had: nothing sent)."""
+
+    def __init__(self, slots: threading.Semaphore, stop: threading.Event, to_send: int) -> None:
+        while not slots.acquire(timeout=PROGRESS_TICK_S):
+            if stop.is_set():
+                raise Stopped("push stopped", hint="see the error that stopped it")
+        self._slots, self._left = slots, to_send
+        self._held = True
+        self._lock = threading.Lock()
+
+    def sent(self, n: int) -> None:
+        """``n`` more bytes read for the transfer (bytes re-read by a retry count again: a retry
+        after the first full pass sends without a slot, which only loosens the shaping)."""
+        with self._lock:
+            self._left -= n
+            done = self._left <= 0 and self._held
+            self._held = self._held and not done
+        if done:
+            self._slots.release()
+
+    def release(self) -> None:
+        with self._lock:
+            held, self._held = self._held, False
+        if held:
+            self._slots.release()
+
+
 class _Ticker:
     """Turns the byte counters into progress events every :data:`PROGRESS_TICK_S` while uploads run.
 
@@ -269,6 +302,7 @@ class Uploader:
         self.files_done = 0
         self.stop = threading.Event()
         self._lock = threading.Lock()
+        self._sending = threading.Semaphore(SENDING_AT_ONCE)
         self._wire = 0  # bytes read for LFS transfers (re-sent bytes included: they went on the wire again)
         self._in_flight: dict[str, list[int]] = {}  # path -> [bytes read, size]
         self._finished = 0  # bytes of files whose upload call completed
@@ -356,16 +390,19 @@ class Uploader:
 
     def _preupload(self, items: list[tuple[LocalFile, CommitOperationAdd]]) -> None:
         """Upload one group's LFS objects (huggingface_hub skips those the Hub has)."""
-        for f, op in items:
-            if isinstance(op.path_or_fileobj, SourceFile):
-                counted = self._in_flight.setdefault(f.path_in_repo, [0, f.size])
+        sources = [(f, op.path_or_fileobj) for f, op in items if isinstance(op.path_or_fileobj, SourceFile)]
+        slot = _SendSlot(self._sending, self.stop, sum(f.size for f, _ in sources)) if sources else None
+        for f, source in sources:
+            counted = self._in_flight.setdefault(f.path_in_repo, [0, f.size])
 
-                def count(n: int, counted: list[int] = counted) -> None:
-                    with self._lock:
-                        counted[0] += n
-                        self._wire += n
+            def count(n: int, counted: list[int] = counted, slot: _SendSlot | None = slot) -> None:
+                with self._lock:
+                    counted[0] += n
+                    self._wire += n
+                if slot is not None:
+                    slot.sent(n)
 
-                op.path_or_fileobj.counter = count
+            source.counter = count
         try:
             for round_ in _rounds(items):
                 self._call(
@@ -376,9 +413,10 @@ class Uploader:
                     "upload LFS files",
                 )
         finally:
-            for _, op in items:
-                if isinstance(op.path_or_fileobj, SourceFile):
-                    op.path_or_fileobj.counter = None  # later reads (the commit's) are not LFS transfers
+            if slot is not None:
+                slot.release()
+            for _, source in sources:
+                source.counter = None  # later reads (the commit's) are not LFS transfers
         for f, op in items:
             # huggingface_hub records the server's decision on the operation itself.
             mode, remote_oid = op._upload_mode, op._remote_oid
