@@ -187,6 +187,8 @@ def test_train_watch_list_show_logs_cancel_through_the_service(service, client_h
     service.outputs += [followed, follow_err]
     assert follow.returncode == 0, follow_err
     assert "Loading checkpoint shards" in followed and "/3000" in followed
+    redraws = [line for line in followed.splitlines() if "/3000 [" in line]
+    assert len(redraws) >= 2 and all(line.count("/3000 [") == 1 for line in redraws)  # a line per redraw
     state = one_json_line(run("jobs", "show", slow_id, "--json", env=env).stdout)["state"]
     assert state == "cancelled"
     again = run("cancel", slow_id, env=env, service=service)

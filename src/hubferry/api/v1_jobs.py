@@ -249,10 +249,15 @@ def read_log(path: Path, *, tail: int | None, offset: int, length: int) -> dict[
         else:
             start = min(offset, size)
             fh.seek(start)
-            data = _whole_characters(fh.read(min(length, MAX_LOG_BYTES)), at_end=start + length >= size)
+            at_end = start + length >= size
+            data = _whole_characters(fh.read(min(length, MAX_LOG_BYTES)), at_end=at_end)
+            if len(data) > 1 and data.endswith(b"\r") and not at_end:
+                data = data[:-1]  # it may begin a "\r\n": the next read starts with it
     text = data.decode("utf-8", "replace").replace("\r\n", "\n")
     if tail is not None:  # each tqdm redraw overwrote the line: show its last state
         text = "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
+    else:  # a follower sees each redraw as a line (as tracking.logfile.read_lines gives them), not run together
+        text = text.replace("\r", "\n")
     return {"text": printable(text), "offset": start, "next_offset": start + len(data), "size": size}
 
 
