@@ -107,8 +107,12 @@ def test_a_local_job_trains_live_publishes_and_shows_the_verified_files(dashboar
     hub_link = page.get_by_role("link", name="alice/live-lora on the Hub ↗")
     expect(hub_link).to_have_attribute("href", f"{registry.endpoint}/alice/live-lora")
     expect(page.locator(".published")).to_contain_text(job.commit_sha[:12])
-    expect(page.locator("table.files")).to_contain_text("adapter_model.safetensors")
-    expect(page.locator("table.files")).to_contain_text("262 KB")
+    weights = page.locator("table.files tr.file-row", has_text="adapter_model.safetensors")
+    expect(weights.locator(".file-size")).to_have_text("262 KB")
+    expect(weights.locator(".file-verified")).to_have_text("✓ verified")
+    card = page.locator("table.files tr.file-row", has_text="README.md")
+    expect(card.locator(".file-verified")).to_have_text("✓ verified")
+    expect(card.locator(".file-size")).to_have_text(re.compile(r"^\d+(\.\d)? (B|KB)$"))
     expect(page.locator("#progress .badge, #status .badge")).to_have_text("published")
     expect(page.locator(".spans .span-stage")).to_have_text(["preparing", "training", "publishing", "verifying"])
     expect(page.locator(".spans .span.finished")).to_have_count(4)
@@ -133,7 +137,17 @@ def test_a_failed_publish_is_retried_from_the_job_page(dashboard: Dashboard, tmp
     expect(page.locator(".error-box")).to_contain_text("authentication")
     expect(page.locator(".stage.failed")).to_have_text("publishing")
     expect(page.locator(".stage.done")).to_have_text(["preparing", "training"])
+    # the training is shown done with its steps, not a bar that stopped short
+    expect(page.locator("p.training-done")).to_contain_text("Training done: 100 % · step 3 / 3")
+    expect(page.locator("p.training-done")).to_contain_text("Publishing failed (authentication)")
+    expect(page.locator(".stat-stage")).to_have_text("publishing failed")
+    expect(page.locator(".stat-step")).to_have_text("3 / 3")
+    expect(page.locator(".error-box .hint")).to_contain_text("push to alice/")
     shoot(page, "job-failed")
+    page.goto("/jobs")
+    row = page.locator(".job-row", has_text="refused")
+    expect(row.locator(".after-failed")).to_have_text("training done (step 3/3), publishing failed: authentication")
+    page.go_back()
     page.get_by_label("Publish to another repo (optional)").fill("alice/retried-from-the-page")
     page.get_by_role("button", name="Retry").click()
     expect(page.locator(".verified")).to_have_text("✓ verified")
@@ -212,3 +226,38 @@ def test_every_page_fits_a_phone_and_follows_dark_mode(dashboard: Dashboard, tmp
                 background = page.evaluate("getComputedStyle(document.body).backgroundColor")
                 assert (background == "rgb(15, 18, 22)") == dark, background
                 shoot(page, f"{name}-{label}-{'dark' if dark else 'light'}")
+
+
+def test_settings_set_test_and_remove_a_webhook_by_keyboard_with_the_secret_shown_once(dashboard: Dashboard):
+    from fakes.webhook_receiver import running_webhook_receiver
+
+    page = dashboard.page(width=390, height=844, dark=True)
+    dashboard.sign_in(page, "ann")
+    page.goto("/settings")
+    section = page.get_by_role("region", name="Webhooks")
+    expect(section.get_by_text("No webhook URL")).to_be_visible()
+    field = section.get_by_label("Webhook URL")
+    field.fill("http://10.1.2.3/hook")
+    field.press("Enter")  # the form submits from the keyboard
+    expect(section.get_by_role("alert").first).to_contain_text("a private address")
+    expect(section.get_by_label("Webhook URL")).to_have_attribute("aria-invalid", "true")
+    with running_webhook_receiver() as receiver:
+        section.get_by_label("Webhook URL").fill(receiver.url)
+        section.get_by_label("Webhook URL").press("Enter")
+        secret = page.get_by_label("Signing secret")
+        expect(secret).to_have_text(re.compile(r"^whsec_"))
+        shown = secret.text_content()
+        shoot(page, "settings-webhook-secret-phone-dark")
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"the settings page scrolls sideways by {overflow}px on a phone"
+        test = section.get_by_role("button", name="Send a test event")
+        test.focus()
+        page.keyboard.press("Enter")
+        expect(page.locator(".test-result")).to_contain_text("Test event delivered")
+        expect(page.locator(".test-result")).to_contain_text("HTTP 200")
+        assert shown not in page.content()  # shown once
+        assert len(receiver.received) == 1
+    expect(page.locator(".webhook-url")).to_contain_text("/hooks/replicate?…")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Remove the webhook URL").click()
+    expect(page.get_by_role("region", name="Webhooks").get_by_text("No webhook URL")).to_be_visible()
