@@ -137,7 +137,7 @@ def test_a_failed_publish_is_retried_from_the_job_page(dashboard: Dashboard, tmp
     expect(page.locator(".error-box")).to_contain_text("authentication")
     expect(page.locator(".stage.failed")).to_have_text("publishing")
     expect(page.locator(".stage.done")).to_have_text(["preparing", "training"])
-    # the training is shown done with its steps, not a bar that stopped short
+    # the training is shown done with its steps, not a bar that stopped short (and no loss curve of repeats)
     expect(page.locator("p.training-done")).to_contain_text("Training done: 100 % · step 3 / 3")
     expect(page.locator("p.training-done")).to_contain_text("Publishing failed (authentication)")
     expect(page.locator(".stat-stage")).to_have_text("publishing failed")

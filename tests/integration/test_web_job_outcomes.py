@@ -71,6 +71,9 @@ def test_a_publish_refused_after_training_shows_the_training_done_and_the_failur
     root, job = _run(app, tmp_path, "refused-run", "bob/not-alices")
     assert job["state"] == "failed" and job["error"]["category"] == "authentication", job
     assert job["progress"]["step"] == STEPS and job["progress"]["total_steps"] == STEPS  # kept through publishing
+    points = root.client.get(f"/api/v1/jobs/{job['id']}/progress").json()["points"]
+    after = [p["loss"] for p in points if p["stage"] in ("publishing", "verifying")]
+    assert after and set(after) == {None}  # the loss curve holds the trainer's reports only
 
     page = _text(root.client.get(f"/jobs/{job['id']}").text)
     assert f"Training done: 100 % · step {STEPS} / {STEPS}" in page

@@ -24,6 +24,7 @@ def for_stage(stage: str, fraction: float | None = None, eta_seconds: float | No
 
 
 def after_training(trained: StageProgress, stage: str, fraction: float | None = None) -> StageProgress:
-    """Progress of ``publishing`` or ``verifying`` that keeps what training reached (its step, total and last
-    loss), so a job whose publish fails still shows how far its training went."""
-    return replace(for_stage(stage, fraction), step=trained.step, total_steps=trained.total_steps, loss=trained.loss)
+    """Progress of ``publishing`` or ``verifying`` that keeps the step training reached (and its total), so a
+    job whose publish fails still shows how far its training went. The loss is not repeated: each report is
+    also a point of the loss curve, which must hold the trainer's reports only."""
+    return replace(for_stage(stage, fraction), step=trained.step, total_steps=trained.total_steps)
