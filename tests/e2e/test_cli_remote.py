@@ -148,7 +148,8 @@ def test_train_watch_list_show_logs_cancel_through_the_service(service, client_h
     for args in (["jobs", "list"], ["jobs", "list", "--state", "published", "--json"],
                  ["jobs", "list", "--trainer", "local", "--limit", "1"], ["jobs", "list", "--trainer", "replicate"],
                  ["jobs", "show", job_id],
-                 ["jobs", "show", job_id, "--json"], ["logs", "show", job_id, "-n", "5"]):
+                 ["jobs", "show", job_id, "--json"], ["logs", "show", job_id, "-n", "5"], ["logs", "show", job_id],
+                 ["watch", job_id]):
         remote_run, local_run = run(*args, env=env, service=service), run(*args, env=local)
         assert remote_run.returncode == local_run.returncode == 0, remote_run.stderr + local_run.stderr
         assert (remote_run.stdout, remote_run.stderr) == (local_run.stdout, local_run.stderr), args

@@ -76,14 +76,15 @@ class RemoteJobs:
 
     def watch(self, job_id: str, *, show: bool = True) -> JobView:
         first = self.show(job_id)
-        if not ended(first):
-            show_live(self._snapshots(first), show=show)
-        return self.show(job_id)
+        show_live(self._snapshots(first), show=show)
+        return self.show(job_id) if not ended(first) else first
 
     def _snapshots(self, first: JobView) -> Iterator[Snapshot]:
         state, progress = first.state, first.progress
         tail, tailed = self._tail(first.id), time.monotonic()
         yield Snapshot(state, progress, tail)
+        if ended(state):
+            return
         for event in job_events(self.client, first.id):
             if event.event == "progress" and isinstance(event.data, dict):
                 data = event.data
