@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -65,7 +66,10 @@ def workdir(tmp_path: Path, tiny_llm: Path, monkeypatch: pytest.MonkeyPatch) -> 
     (tmp_path / "local").mkdir()
     (tmp_path / "local" / "tiny-llm").symlink_to(tiny_llm, target_is_directory=True)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing may come from the network
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing may come from the network (subprocesses)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # (this process: read when it was imported)
     monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
     return tmp_path
 
@@ -156,4 +160,14 @@ def test_bad_inputs_exit_2_naming_the_problem(workdir: Path, capsys: pytest.Capt
     (workdir / "broken.json").write_text("{")
     assert trl_train.main(["--config", "broken.json", "--data", str(no_rejected), "--output", "o"]) == 2
     assert "is not JSON" in capsys.readouterr().out
+    messages = write_jsonl(workdir / "sft.jsonl", SFT_ROWS)
+    (workdir / "missing.json").write_text(json.dumps({**job("sft"), "model": {"base": "nobody/no-such-model"}}))
+    assert trl_train.main(["--config", "missing.json", "--data", str(messages), "--output", "o"]) == 2
+    assert "cannot load the tokenizer of model.base nobody/no-such-model" in capsys.readouterr().out
+    plain = workdir / "local" / "plain"  # the tiny model without its chat template
+    shutil.copytree(workdir / "local" / "tiny-llm", plain)
+    (plain / "chat_template.jinja").unlink()
+    (workdir / "plain.json").write_text(json.dumps({**job("sft"), "model": {"base": "local/plain"}}))
+    assert trl_train.main(["--config", "plain.json", "--data", str(messages), "--output", "o"]) == 2
+    assert "has no chat template, which messages rows need" in capsys.readouterr().out
     assert not (workdir / "o").exists()

@@ -110,6 +110,8 @@ def load_rows(data: str, config: TrainingConfigModel) -> Any:
         except FileNotFoundError as exc:  # datasets' DatasetNotFoundError is a FileNotFoundError
             raise BadInput(f"dataset {data} was not found on the Hub ({exc}); a private dataset needs a "
                            "token in the pod, or stage a local file instead") from None
+        except ValueError as exc:  # e.g. no train split
+            raise BadInput(f"dataset {data} has no usable train split: {exc}") from None
         try:
             check_rows(config.method, (dataset[i] for i in range(min(len(dataset), 100))), source=data)
         except ValidationError as exc:
@@ -245,14 +247,26 @@ def train(config: TrainingConfigModel, data: str, output: Path, work_dir: Path) 
     dataset = load_rows(data, config)
     _say(f"dataset: {len(dataset)} rows ({', '.join(dataset.column_names)})")
     base = config.model.base
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base)
+    except OSError as exc:  # not a local folder, not on the Hub (or private), no tokenizer files
+        raise BadInput(f"cannot load the tokenizer of model.base {base} (a local folder, else {endpoint}): "
+                       f"{str(exc).splitlines()[0][:300]}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if "messages" in dataset.column_names and not tokenizer.chat_template:
+        raise BadInput(f"{base} has no chat template, which messages rows need: use prompt/completion rows, "
+                       "or a base model with a chat template (an -Instruct model)")
     args = trainer_arguments(config, work_dir)
     # Half-precision weights for an adapter (peft keeps the adapter itself in fp32); a full fine-tune under
     # fp16 autocast needs fp32 weights, or the gradient scaler refuses to unscale fp16 gradients.
     dtype = "bfloat16" if args.bf16 else "float16" if args.fp16 and config.lora is not None else "float32"
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    except OSError as exc:
+        raise BadInput(f"cannot load model.base {base} (a local folder, else {endpoint}): "
+                       f"{str(exc).splitlines()[0][:300]}") from None
     peft_config = None
     if config.lora is not None:
         from peft import LoraConfig
