@@ -29,6 +29,8 @@ CATEGORIES = (
     "file_error",
     "timeout",
     "training_error",
+    #: A provider has no machine for the request (another GPU type or cloud may have one).
+    "capacity",
     "internal",
 )
 

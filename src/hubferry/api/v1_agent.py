@@ -4,8 +4,6 @@ Authenticated by the job's own callback token (``Authorization: Bearer hfj_...``
 job's callbacks and nothing else; a wrong token and an unknown job both answer 401.
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path

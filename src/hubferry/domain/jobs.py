@@ -75,6 +75,9 @@ RESTING_STATES = frozenset({JobState.TRAINED, JobState.FAILED})
 ACTIVE_STATES = frozenset(JobState) - FINAL_STATES - RESTING_STATES
 #: States in which the training output must exist.
 _NEEDS_OUTPUT = frozenset({JobState.TRAINED, JobState.PUBLISHING})
+#: A trainer handle holding this key names a run that outlives its training (a pod that publishes its own
+#: weights): it is kept through publishing and after, until the training is retried on a new run.
+HANDLE_OUTLIVES_TRAINING = "outlives_training"
 #: States in which a local trainer process may be running.
 _TRAINER_RUNNING = frozenset({JobState.PREPARING, JobState.TRAINING})
 
@@ -260,7 +263,8 @@ def transition(
     Besides the state, a move sets ``updated_at``; ``started_at`` on the first start;
     ``finished_at`` on reaching a final or resting state (cleared on leaving one); the error
     on failing (cleared on retry); ``attempts`` +1 on each retry; and drops ``trainer_handle`` once no
-    trainer can be running. A retry of training starts afresh (no output, no progress).
+    trainer can be running (unless it says :data:`HANDLE_OUTLIVES_TRAINING`). A retry of training starts
+    afresh (no output, no progress).
 
     Args:
         error: required when ``new_state`` is ``failed``.
@@ -294,7 +298,8 @@ def transition(
         changes["finished_at"] = now
     elif job.state in RESTING_STATES:
         changes["finished_at"] = None
-    if new_state not in _TRAINER_RUNNING:
+    held = bool((job.trainer_handle or {}).get(HANDLE_OUTLIVES_TRAINING)) and new_state is not JobState.QUEUED
+    if new_state not in _TRAINER_RUNNING and not held:
         changes["trainer_handle"] = None
     return dataclasses.replace(job, **changes)
 

@@ -90,9 +90,8 @@ def report(ctx: Context, job: Job, body: Report) -> str:
     """Record a report (its lines once per ``seq``), act on its phase, and say what the agent does next."""
     if body.phase not in PHASES:
         raise ValidationError(f"unknown phase {body.phase!r}", field="phase", hint="one of " + ", ".join(PHASES))
-    handle = dict(job.trainer_handle or {})
-    handle["heartbeat_at"] = ctx.jobs.clock().isoformat()
-    ctx.jobs.set_runtime(job.id, trainer_handle=handle)
+    if job.trainer_handle:  # before the pod's handle is recorded, the start grace covers the agent
+        ctx.jobs.merge_handle(job.id, {"heartbeat_at": ctx.jobs.clock().isoformat()})
     if body.seq > int(job.log_cursor or 0):
         _record_lines(ctx, job, body)
     job = ctx.jobs.require(job.id)
@@ -104,8 +103,9 @@ def report(ctx: Context, job: Job, body: Report) -> str:
         return _trained(ctx, job)
     if body.phase == "published":
         return _published(ctx, job, body.result or {})
-    return {JobState.TRAINING: "continue", JobState.PREPARING: "continue", JobState.PUBLISHING: "publish",
-            JobState.VERIFYING: "continue"}.get(job.state, "exit")
+    if job.state is JobState.PUBLISHING:  # an agent already publishing goes on; one that restarted is told to
+        return "continue" if body.phase == "publishing" else "publish"
+    return "continue" if job.state in (JobState.PREPARING, JobState.TRAINING, JobState.VERIFYING) else "exit"
 
 
 def _record_lines(ctx: Context, job: Job, body: Report) -> None:
@@ -179,10 +179,9 @@ def _trained(ctx: Context, job: Job) -> str:
 
 def claim(ctx: Context, job: Job) -> None:
     """Take the job's publish for its pod (the fence is kept on the handle for the ``published`` report)."""
-    handle = dict(job.trainer_handle or {})
-    fence = ctx.publishes.claim_publish(job.id, f"pod:{handle.get('pod_id')}", POD_PUBLISH_LEASE)
+    fence = ctx.publishes.claim_publish(job.id, f"pod:{(job.trainer_handle or {}).get('pod_id')}", POD_PUBLISH_LEASE)
     if fence is not None:
-        ctx.jobs.set_runtime(job.id, trainer_handle={**handle, "fence": fence})
+        ctx.jobs.merge_handle(job.id, {"fence": fence})
 
 
 def grant(ctx: Context, job: Job) -> dict[str, Any]:
@@ -221,9 +220,7 @@ def _published(ctx: Context, job: Job, result: dict[str, Any]) -> str:
                                          f"(repo {repo_id!r}, commit {commit!r}, {len(files or {})} files)",
                                          hint=f"`hubferry retry {job.id}` publishes again", retryable=True))
         return "exit"
-    handle = dict(job.trainer_handle or {})
-    handle["manifest"] = {str(k)[:1000]: v for k, v in files.items()}
-    ctx.jobs.set_runtime(job.id, trainer_handle=handle)
+    handle = ctx.jobs.merge_handle(job.id, {"manifest": {str(k)[:1000]: v for k, v in files.items()}}) or {}
     endpoint = str(job.params.get("hub_endpoint") or "").rstrip("/")
     if not ctx.publishes.finish_publish(job.id, int(handle.get("fence") or 0), f"{endpoint}/{job.repo_id}", commit):
         log.warning("a pod reported a publish it did not hold", job_id=job.id)
@@ -267,9 +264,7 @@ def request_publish(ctx: Context, job: Job) -> None:
         if trainer.resume(job.trainer_handle):
             ctx.jobs.append_event(job.id, EventKind.NOTICE, stage="publishing",
                                   message="the stopped pod was resumed to publish its weights")
-            handle = dict(ctx.jobs.require(job.id).trainer_handle or {})
-            ctx.jobs.set_runtime(job.id, trainer_handle={**handle, "heartbeat_at": None,
-                                                         "resumed_at": ctx.jobs.clock().isoformat()})
+            ctx.jobs.merge_handle(job.id, {"heartbeat_at": None, "resumed_at": ctx.jobs.clock().isoformat()})
     except HubferryError as exc:
         if not exc.retryable:
             fail_publish(ctx, ctx.jobs.require(job.id), ErrorInfo.from_exception(exc))
@@ -321,10 +316,8 @@ def release(ctx: Context, job: Job, *, keep_outputs: bool) -> None:
     except HubferryError as exc:
         log.warning("could not release the pod; the reconciler retries", job_id=job.id, error=exc.message)
         return
-    handle = dict(ctx.jobs.require(job.id).trainer_handle or {})
-    handle["released_at"] = ctx.jobs.clock().isoformat()
-    handle["released"] = "stopped" if keep_outputs else "terminated"
-    ctx.jobs.set_runtime(job.id, trainer_handle=handle)
+    handle = ctx.jobs.merge_handle(job.id, {"released_at": ctx.jobs.clock().isoformat(),
+                                            "released": "stopped" if keep_outputs else "terminated"}) or {}
     where = (f"the pod {handle.get('pod_id')} is stopped; its volume keeps the weights until the job is "
              "published or cancelled" if keep_outputs else f"the pod {handle.get('pod_id')} was terminated")
     ctx.jobs.append_event(job.id, EventKind.NOTICE, message=where, context={"pod_id": handle.get("pod_id")})

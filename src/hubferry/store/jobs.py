@@ -247,6 +247,21 @@ class JobStore:
         }
         return self._update(job_id, values)
 
+    def merge_handle(self, job_id: str, changes: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Change some keys of a job's trainer handle, atomically (the row is locked while it is merged), so
+        concurrent writers (a pod's reports, the poller, the publish) never undo each other.
+
+        Returns:
+            The merged handle, or ``None`` when there is no such job.
+        """
+        with write_transaction(self.engine) as conn:
+            row = conn.execute(sa.select(jobs.c.trainer_handle).where(jobs.c.id == job_id).with_for_update()).first()
+            if row is None:
+                return None
+            handle = {**(row[0] or {}), **changes}
+            conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(trainer_handle=handle))
+        return handle
+
     def retarget(
         self, job_id: str, *, repo_id: str, repo_auto_named: bool, params: Mapping[str, Any] | None = None,
     ) -> bool:

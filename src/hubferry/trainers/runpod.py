@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hubferry.config import Settings
-from hubferry.domain.jobs import Job
+from hubferry.domain.jobs import HANDLE_OUTLIVES_TRAINING, Job
 from hubferry.errors import PermanentError
 from hubferry.logs import get_logger
 from hubferry.trainers.base import Capabilities, Handle, Observation, RunStatus
@@ -67,7 +67,8 @@ class RunpodTrainer:
         log.info("pod deployed", job_id=job.id, pod_id=pod_id, gpu=params["gpu"])
         return {"pod_id": pod_id, "pod_name": pod_name(job.id), "owner": job.owner, "job_id": job.id,
                 "gpu": params["gpu"], "cloud_type": params["cloud_type"], "price_per_hr": params.get("price_per_hr"),
-                "launched_at": datetime.now(UTC).isoformat(), "web_url": f"https://www.runpod.io/console/pods/{pod_id}"}
+                "launched_at": datetime.now(UTC).isoformat(), "web_url": f"https://www.runpod.io/console/pods/{pod_id}",
+                HANDLE_OUTLIVES_TRAINING: True}  # the pod publishes after training, and is released after that
 
     def poll(self, handle: Handle, cursor: str = "") -> Observation:
         """The pod's state; its log arrives through the agent's reports, not here."""
