@@ -259,9 +259,11 @@ def test_wrong_token_service_down_and_half_configured(service, client_home):
     assert half.returncode == 2 and "HUBFERRY_API_TOKEN is set but HUBFERRY_URL is not" in half.stderr
     assert service.tokens["alice"] not in half.stderr + half.stdout
 
+    assert_no_local_state(client_home)
+    users = run("users", "list", env=remote_env(service, client_home))  # acts here, and says so
+    assert users.returncode == 0 and f"not on the service at HUBFERRY_URL ({service.url})" in users.stderr
     local_only = run("adopt", "replicate", "r8_training", env=remote_env(service, client_home))
     assert local_only.returncode == 2 and "works on this machine's database only" in local_only.stderr
-    assert_no_local_state(client_home)
 
 
 def test_a_replicate_job_file_with_a_local_photo_folder_runs_on_the_service(tmp_path, registry, alice_token,

@@ -31,6 +31,9 @@ def _accounts() -> Accounts:
     from hubferry.store import make_engine, upgrade
 
     settings = load_settings()
+    if settings.url:  # the other commands would go to that service: say that these do not
+        say("note: users are managed in this machine's database ", settings.database_display(),
+            f", not on the service at HUBFERRY_URL ({settings.url.strip()}); run this on the service's machine")
     settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = make_engine(settings.resolved_database_url())
     upgrade(engine)
