@@ -49,7 +49,11 @@ def test_every_state_change_of_a_users_jobs_is_delivered_signed_and_logged(ctx, 
         configured = ann.put("/api/v1/notifications/webhook", json={"url": webhook_receiver.url})
         assert configured.status_code == 200, configured.text
         secret = configured.json()["secret"]
-        assert secret.startswith("whsec_") and ann.get("/api/v1/notifications/webhook").json() == configured.json()
+        assert secret.startswith("whsec_")
+        # the secret is in the answer that made it, never again
+        shown = {"url": webhook_receiver.url, "secret": None, "secret_set": True}
+        assert ann.get("/api/v1/notifications/webhook").json() == shown
+        assert ann.put("/api/v1/notifications/webhook", json={"url": webhook_receiver.url}).json() == shown
         job = stored_job(ctx, "ann")
         other = stored_job(ctx, "ben")
         for before, after in ((JobState.QUEUED, JobState.PREPARING), (JobState.PREPARING, JobState.TRAINING),
@@ -78,14 +82,18 @@ def test_a_jobs_own_notify_url_gets_its_changes(ctx, webhook_receiver, tmp_path)
     app = create_app(ctx, run_consumer=False)
     users = TestUsers(ctx.jobs.engine)
     with TestClient(app, headers={"Authorization": f"Bearer {users.token('root', admin=True)}"}) as root:
+        assert root.get("/api/v1/notifications/webhook").json() == {"url": None, "secret": None, "secret_set": False}
+        secret = root.post("/api/v1/notifications/webhook/secret").json()["secret"]
+        assert secret.startswith("whsec_") and root.get("/api/v1/notifications/webhook").json()["secret"] is None
         created = root.post("/api/v1/jobs", json=local_job(tmp_path / "o", steps=2, preflight=False,
                                                           notify_url=webhook_receiver.url))
         assert created.status_code == 201, created.text
         job_id = created.json()["id"]
         wait_for_state(root, job_id, {"trained", "failed"})
         received = webhook_receiver.wait_until(lambda got: len(got) >= 3)
-        secret = root.get("/api/v1/notifications/webhook").json()["secret"]
         assert [_verified(r, secret)["data"]["to"] for r in received] == ["preparing", "training", "trained"]
+        renewed = root.post("/api/v1/notifications/webhook/secret").json()["secret"]
+        assert renewed != secret and renewed == ctx.credentials.vault.get("root", notifications.SECRET_NAME)
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://[::1]/hook", "http://10.1.2.3/hook",

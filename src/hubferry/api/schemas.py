@@ -266,7 +266,10 @@ class Deliveries(BaseModel):
 
 class WebhookOut(BaseModel):
     url: str | None = Field(description="Where all your jobs' state changes are sent; null: nowhere.")
-    secret: str = Field(description="The Standard Webhooks signing secret (whsec_...) of your deliveries.")
+    secret: str | None = Field(None, description="The Standard Webhooks signing secret (whsec_...) of your "
+                               "deliveries: only in the answer that made it (the first PUT, or POST .../secret), "
+                               "never again.")
+    secret_set: bool = Field(False, description="Whether you have a signing secret.")
 
 
 class DatasetOut(BaseModel):

@@ -397,21 +397,31 @@ def jobs_router(ctx: Context, *, sender: notifications.Sender | None = None) -> 
         return {"repo_id": repo_id, "endpoint": target.endpoint, "token_source": source}
 
     @router.get("/notifications/webhook", response_model=WebhookOut, tags=["notifications"],
-                summary="Where your jobs' notifications go")
+                summary="Where your jobs' notifications go (never the signing secret)")
     def get_webhook(caller: Caller) -> dict[str, Any]:
         target = outbox.user_target(caller.name)
-        return {"url": target.url if target else None,
-                "secret": notifications.signing_secret(ctx.credentials.vault, caller.name)}
+        return {"url": target.url if target else None, "secret": None,
+                "secret_set": notifications.has_signing_secret(ctx.credentials.vault, caller.name)}
 
     @router.put("/notifications/webhook", response_model=WebhookOut, tags=["notifications"],
                 summary="Send every state change of your jobs to a URL")
     def put_webhook(body: WebhookSettings, caller: Caller) -> dict[str, Any]:
         """Deliveries are signed Standard Webhooks (``webhook-id``, ``webhook-timestamp``,
-        ``webhook-signature``) with the returned secret."""
+        ``webhook-signature``). The answer that makes your signing secret carries it, once; later ones do not
+        (``POST /notifications/webhook/secret`` makes a new one)."""
         _checked_url(ctx, body.url, "url")
+        created = not notifications.has_signing_secret(ctx.credentials.vault, caller.name)
         secret = notifications.signing_secret(ctx.credentials.vault, caller.name)
         target = outbox.set_target(caller.name, body.url, now=utcnow())
-        return {"url": target.url, "secret": secret}
+        return {"url": target.url, "secret": secret if created else None, "secret_set": True}
+
+    @router.post("/notifications/webhook/secret", response_model=WebhookOut, tags=["notifications"],
+                 summary="Make a new signing secret (shown in this answer only)")
+    def new_webhook_secret(caller: Caller) -> dict[str, Any]:
+        """Every delivery from now on (retries included, and those to jobs' own URLs) is signed with it."""
+        target = outbox.user_target(caller.name)
+        return {"url": target.url if target else None, "secret_set": True,
+                "secret": notifications.new_signing_secret(ctx.credentials.vault, caller.name)}
 
     @router.delete("/notifications/webhook", status_code=204, tags=["notifications"],
                    summary="Stop sending your jobs' notifications")
