@@ -467,6 +467,7 @@ def test_cancel_or_exit_before_the_training_starts_it_never(action: str, code: i
     run = run_agent(pod_env(url, token, agent_dir, registry, tmp_path), tmp_path, timeout=30)
     assert run.code == code, run.stderr[-3000:]
     assert "training started" not in run.stderr and not (agent_dir / "output").exists()
+    assert not (agent_dir / "data").exists()  # told at its first report: not even the dataset is fetched
     last = stub.received[-1]
     if action == "cancel":
         assert last["phase"] == "failed" and last["stage"] == "training" and "cancelled" in last["message"]
@@ -600,3 +601,32 @@ def test_report_bodies_are_bounded() -> None:
     lines, used = bound_lines(["y" * 10_000] * 200)
     assert all(len(line) <= MAX_LINE_CHARS for line in lines) and lines[0].endswith("(cut)")
     assert sum(len(line) for line in lines) <= MAX_LINES_BYTES and used == len(lines) < 200
+
+
+def test_staged_dataset_download_is_retried_capped_and_never_shows_its_signature(tmp_path: Path) -> None:
+    import httpx
+
+    from hubferry.errors import PermanentError
+    from hubferry.trainers.agent.runner import fetch_dataset
+
+    url = "https://staging.test/staging/job-1/data.jsonl?sig=s3cr3t-signature&exp=9"
+    transport, seen = scripted((503, b"busy", {}), (0, httpx.ReadError("reset"), {}), (200, b'{"a": 1}\n', {}))
+    slept: list[float] = []
+    path = fetch_dataset(url, tmp_path / "d1", 1000, transport=transport, sleep=slept.append)
+    assert path.name == "dataset.jsonl" and path.read_bytes() == b'{"a": 1}\n' and len(seen) == 3 and len(slept) == 2
+    assert not list((tmp_path / "d1").glob("*.part"))
+
+    transport, _ = scripted((403, b"expired", {}))
+    with pytest.raises(PermanentError) as refused:
+        fetch_dataset(url, tmp_path / "d2", 1000, transport=transport, sleep=slept.append)
+    assert "refused (403)" in refused.value.message and "s3cr3t" not in str(refused.value)
+
+    def chunked(request: httpx.Request) -> httpx.Response:  # no Content-Length: the cap holds while streaming
+        return httpx.Response(200, content=iter([b"x" * 600, b"x" * 600]))
+
+    with pytest.raises(PermanentError, match="larger than 1000 bytes"):
+        fetch_dataset(url, tmp_path / "d3", 1000, transport=httpx.MockTransport(chunked), sleep=slept.append)
+    assert list((tmp_path / "d3").iterdir()) == []  # the partial download is gone
+    transport, _ = scripted((200, b"y" * 2000, {}))  # a declared length over the cap: refused before reading
+    with pytest.raises(PermanentError, match="larger than 1000 bytes"):
+        fetch_dataset(url, tmp_path / "d4", 1000, transport=transport, sleep=slept.append)

@@ -202,6 +202,8 @@ class Agent:
         """Fetch the dataset and run the training; ``None`` when it succeeded, else the exit code."""
         assert self.reporter is not None
         self.reporter.send("starting")
+        if (stopped := self._stop_before_training()) is not None:  # e.g. a container restarted after a failure
+            return stopped
         if spec.dataset_url is not None:
             try:
                 data = str(fetch_dataset(spec.dataset_url, self.dir / "data", self.settings.agent_max_dataset_bytes))
@@ -219,12 +221,8 @@ class Agent:
         env = {k: v for k, v in os.environ.items() if k not in ("HUBFERRY_JOB_TOKEN", "HUBFERRY_CALLBACK_URL")}
         env["PYTHONUNBUFFERED"] = "1"
         self.reporter.send("training")
-        early = self.reporter.peek_action()
-        if early in ("cancel", "exit"):  # answered to an earlier report: never start the training
-            self.reporter.take_action(0)
-            if early == "exit":
-                return EXIT_OK
-            return self._final("failed", EXIT_FAILED, stage="training", message=_STOP_MESSAGES["cancel"])
+        if (stopped := self._stop_before_training()) is not None:
+            return stopped
         log.info("training started", command=" ".join(command[1:4]))
         self.child = subprocess.Popen(command, cwd=self.dir, env=env, stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -251,6 +249,18 @@ class Agent:
         log.info("training finished", output=str(self.output))
         self.reporter.send("trained")
         return None
+
+    def _stop_before_training(self) -> int | None:
+        """The exit code when a report was answered ``cancel`` or ``exit`` before the training started."""
+        assert self.reporter is not None
+        early = self.reporter.peek_action()
+        if early not in ("cancel", "exit"):
+            return None
+        self.reporter.take_action(0)
+        log.info("told to stop before training", action=early)
+        if early == "exit":
+            return EXIT_OK
+        return self._final("failed", EXIT_FAILED, stage="training", message=_STOP_MESSAGES["cancel"])
 
     def _read_child(self, child: subprocess.Popen[bytes]) -> None:
         assert child.stdout is not None and self.reporter is not None
