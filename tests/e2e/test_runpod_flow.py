@@ -262,14 +262,46 @@ def test_cancel_mid_training_terminates_the_pod(env, tmp_path: Path, runpod_fake
     assert store(env).require(job_id).state is JobState.CANCELLED
 
 
-def test_token_in_env_puts_the_plain_contract_in_the_pod(env, tmp_path: Path, runpod_fake: FakeRunPod,
-                                                         alice_token: str) -> None:
-    runpod_fake.images["my/own-image:1"] = [sys.executable, "-c", "import time; time.sleep(60)"]
+OWN_IMAGE_SCRIPT = """
+import os
+from huggingface_hub import HfApi
+api = HfApi()  # HF_ENDPOINT and HF_TOKEN come from the pod's environment
+api.create_repo(os.environ["HF_REPO_NAME"], exist_ok=True)
+api.upload_file(path_or_fileobj=b"weights" * 100, path_in_repo="model.safetensors", repo_id=os.environ["HF_REPO_NAME"])
+"""
+
+
+def test_token_in_env_runs_an_image_of_ones_own(env, tmp_path: Path, registry, alice_token: str,
+                                                runpod_fake: FakeRunPod) -> None:
+    """The plain contract (HF_TOKEN, HF_REPO_NAME in the pod): no agent reports, the image publishes by itself
+    and exits; hubferry finds the new commit, reads it back, and only then says published and terminates."""
+    runpod_fake.images["me/own-trainer:1"] = [sys.executable, "-c", OWN_IMAGE_SCRIPT]
     with served(env) as served_env:
         job_id = submit(served_env, job_file(tmp_path, "alice/pod-own"), "--token", alice_token, "--image",
-                        "my/own-image:1", "--token-in-env")
-        pod = wait_for(lambda: runpod_fake.pods and only_pod(runpod_fake), "the pod")
-        assert pod.env_dict["HF_TOKEN"] == alice_token and pod.env_dict["HF_REPO_NAME"] == "alice/pod-own"
-        assert hubferry("cancel", job_id, env=served_env).returncode == 0
+                        "me/own-trainer:1", "--token-in-env")
+        job = wait_for(lambda: (j := store(env).require(job_id)).state in (JobState.PUBLISHED, JobState.FAILED)
+                       and j, "the job to end", fake=runpod_fake)
+        pod = only_pod(runpod_fake)
+        assert job.state is JobState.PUBLISHED, (job.error, pod.log_text())
+        wait_for(lambda: pod.desired_status == "TERMINATED", "pod terminated", timeout=30, fake=runpod_fake)
+    assert pod.env_dict["HF_TOKEN"] == alice_token and pod.env_dict["HF_REPO_NAME"] == "alice/pod-own"
+    files = HfApi(endpoint=registry.endpoint, token=alice_token).list_repo_files("alice/pod-own",
+                                                                                 revision=job.commit_sha)
+    assert "model.safetensors" in files
     events = " ".join(e.message for e in store(env).events(job_id))
     assert "--token-in-env" in events and alice_token not in events
+
+
+def test_a_hub_dataset_is_checked_before_any_pod(env, tmp_path: Path, registry, alice_token: str,
+                                                 runpod_fake: FakeRunPod) -> None:
+    api = HfApi(endpoint=registry.endpoint, token=alice_token)
+    api.create_repo("alice/prefs-no-rejected", repo_type="dataset", exist_ok=True)
+    api.upload_file(path_or_fileobj=b"".join(json.dumps({"prompt": "a", "chosen": "b"}).encode() + b"\n"
+                                             for _ in range(3)), path_in_repo="data/train.jsonl",
+                    repo_id="alice/prefs-no-rejected", repo_type="dataset")
+    config = job_file(tmp_path, "alice/pod-hub-dpo", method="dpo")
+    config.write_text(config.read_text().replace('dataset = "data.jsonl"', 'dataset = "alice/prefs-no-rejected"'))
+    result = hubferry("train", "--trainer", "runpod", "-f", str(config), "--token", alice_token,
+                      env={**env, "HUBFERRY_PUBLIC_URL": "http://127.0.0.1:9"})
+    assert result.returncode == 2 and "rejected" in result.stderr and "data/train.jsonl" in result.stderr, result.stderr
+    assert runpod_fake.calls("podFindAndDeployOnDemand") == 0

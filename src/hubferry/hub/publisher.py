@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import HfApi
 
 from hubferry.config import Settings
 from hubferry.errors import PermanentError, ValidationError
-from hubferry.hub import preflight, retry
+from hubferry.hub import preflight, remote_repo, retry
 from hubferry.hub.card import CardInfo
 from hubferry.hub.client import HubClients
 from hubferry.hub.manifest import LocalFile
@@ -72,6 +74,18 @@ class HubPublisher:
         """Whether ``repo_id`` exists (and is visible to the token), retried and classified."""
         preflight.check_repo_id(repo_id)
         return preflight.existing_repo(self._api(target), repo_id, "model", self.preflight_policy) is not None
+
+    def newest_commit(self, target: HubTarget, repo_id: str) -> tuple[str, datetime] | None:
+        """The newest commit on ``main`` of ``repo_id`` and its time (None when there is none)."""
+        return remote_repo.newest_commit(self._api(target), repo_id, self.policy)
+
+    def remote_files(self, target: HubTarget, repo_id: str, commit_sha: str) -> list[LocalFile]:
+        """The files of ``repo_id`` at ``commit_sha``, as the Hub records them."""
+        return remote_repo.remote_manifest(self._api(target), repo_id, commit_sha, self.policy)
+
+    def dataset_rows(self, target: HubTarget, repo_id: str, max_rows: int) -> tuple[str, list[Any]]:
+        """The first rows of a Hub dataset (its first JSONL or Parquet file) and that file's path."""
+        return remote_repo.dataset_rows(self._api(target), target.token, repo_id, max_rows, self.policy)
 
     def publish(
         self, folder: Path, repo_id: str, target: HubTarget, *, private: bool, message: str, card: CardInfo,

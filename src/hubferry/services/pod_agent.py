@@ -287,7 +287,37 @@ def observed(ctx: Context, job: Job, seen: Observation) -> None:
                   "failed, or the pod cannot reach HUBFERRY_PUBLIC_URL)")
     else:
         reason = seen.message or "the pod stopped"
+        if job.params.get("token_in_env") and job.state is JobState.TRAINING and _published_by_image(ctx, job):
+            return
     lost(ctx, job, reason)
+
+
+#: Files that make a commit a model (an image of the user's own must publish at least one).
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+
+
+def _published_by_image(ctx: Context, job: Job) -> bool:
+    """A pod of the user's own image (``--token-in-env``) exited: if it committed to the job's repo after it
+    was launched, read that commit back (it must hold weights) and publish the job with it."""
+    target = credentials.for_job(ctx.credentials, job)
+    handle = job.trainer_handle or {}
+    newest = ctx.publisher.newest_commit(target, job.repo_id)
+    launched = datetime.fromisoformat(str(handle.get("launched_at")))
+    if newest is None or newest[1] < launched:
+        return False
+    commit = newest[0]
+    files = ctx.publisher.remote_files(target, job.repo_id, commit)
+    if not any(f.path_in_repo.endswith(WEIGHT_SUFFIXES) and f.size > 0 for f in files):
+        return False
+    manifest = {f.path_in_repo: {"size": f.size, "sha256": f.sha256, "git_sha1": f.git_sha1} for f in files}
+    moved = ctx.jobs.transition(job.id, JobState.TRAINING, JobState.PUBLISHING, message="the pod's image published")
+    if moved is None:
+        return True
+    ctx.jobs.append_event(job.id, EventKind.STAGE_FINISHED, stage="training", context={"pod_id": handle.get("pod_id")})
+    ctx.jobs.append_event(job.id, EventKind.STAGE_STARTED, stage="publishing", context={"from": "image"})
+    claim(ctx, moved)
+    _published(ctx, ctx.jobs.require(job.id), {"commit_sha": commit, "repo_id": job.repo_id, "files": manifest})
+    return True
 
 
 def lost(ctx: Context, job: Job, reason: str) -> None:

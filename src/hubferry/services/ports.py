@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from hubferry.hub.card import CardInfo
@@ -51,6 +52,18 @@ class Publisher(Protocol):
         ...
 
     def repo_exists(self, target: HubTarget, repo_id: str) -> bool: ...
+
+    def newest_commit(self, target: HubTarget, repo_id: str) -> tuple[str, datetime] | None:
+        """The newest commit on ``main`` and its time (None when the repo has none)."""
+        ...
+
+    def remote_files(self, target: HubTarget, repo_id: str, commit_sha: str) -> list[LocalFile]:
+        """The files of ``repo_id`` at ``commit_sha``, as the Hub records them."""
+        ...
+
+    def dataset_rows(self, target: HubTarget, repo_id: str, max_rows: int) -> tuple[str, list[Any]]:
+        """The first rows of a Hub dataset and the path of the file they come from."""
+        ...
 
     def publish(
         self, folder: Path, repo_id: str, target: HubTarget, *, private: bool, message: str, card: CardInfo,

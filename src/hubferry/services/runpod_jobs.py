@@ -23,6 +23,7 @@ from hubferry.services.context import Context
 from hubferry.services.identity import default_owner
 from hubferry.services.launch import record_job, target_repo
 from hubferry.services.pod_agent import job_token_digest
+from hubferry.services.ports import HubTarget
 from hubferry.services.training import PASSED_ENV
 from hubferry.trainers.runpod import hourly_price
 from hubferry.trainers.runpod_api import connect
@@ -55,11 +56,15 @@ class RunpodRequest:
         return f"RunpodRequest(method={self.config.method!r}, gpu={self.gpu!r}, repo_id={self.repo_id!r})"
 
 
-def _dataset(request: RunpodRequest) -> tuple[str | None, int | None]:
-    """The local dataset file (checked against the method's columns), or None for a Hub dataset."""
+def _dataset(ctx: Context, request: RunpodRequest, target: HubTarget) -> tuple[str | None, int | None]:
+    """The local dataset file, or None for a Hub dataset; and how many of its first rows were checked against
+    the method's columns (a Hub dataset's are read from the Hub, unless the pre-flight is off)."""
     config = request.config
     if not config.dataset_is_local:
-        return None, None
+        if not request.preflight:
+            return None, None
+        remote, first = ctx.publisher.dataset_rows(target, config.dataset, training_config.MAX_CHECKED_ROWS)
+        return None, training_config.check_rows(config.method, first, source=f"dataset {config.dataset} ({remote})")
     path = Path(config.dataset).expanduser()
     path = (path if path.is_absolute() else request.base_dir / path).resolve()
     if not path.is_file():
@@ -86,7 +91,6 @@ def submit(ctx: Context, request: RunpodRequest, *, owner: str | None = None) ->
         raise ConfigError("a RunPod pod reports to hubferry over HTTPS, and no public address is set",
                           setting="HUBFERRY_PUBLIC_URL", hint="run `hubferry serve` where the pod can reach it and "
                           "set HUBFERRY_PUBLIC_URL to its address (https://...)")
-    dataset_file, rows_checked = _dataset(request)
     key, key_source = credentials.resolve_provider_for_command(settings, ctx.credentials, owner, "runpod",
                                                                key=request.runpod_key)
     if not key:
@@ -106,6 +110,7 @@ def submit(ctx: Context, request: RunpodRequest, *, owner: str | None = None) ->
     name = request.name or Path(config.model.base).name.lower() + f"-{config.method}"
     target, source = credentials.resolve_for_command(settings, ctx.credentials, owner, endpoint=request.endpoint,
                                                      token=request.token)
+    dataset_file, rows_checked = _dataset(ctx, request, target)
     wanted_repo = request.repo_id or config.output.repo
     repo_id = target_repo(ctx, wanted_repo, owner, name, target, source, preflight=request.preflight)
     job_id = new_job_id()
