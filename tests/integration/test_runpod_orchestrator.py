@@ -176,3 +176,29 @@ def test_cancel_terminates_and_the_reconciler_ends_orphans(ctx: Context, runpod_
     assert report.terminated_pods == 1 and runpod_fake.pods[orphan["id"]].desired_status == "TERMINATED"
     assert runpod_fake.pods[kept_pod].desired_status == "RUNNING"  # its job still trains
     assert ctx.jobs.require(kept_id).state is JobState.TRAINING
+
+
+def test_the_api_and_the_dashboard_form_create_runpod_jobs(ctx: Context, runpod_fake: FakeRunPod) -> None:
+    from fakes.api_v1 import as_user, header_app
+    from hubferry.api import v1_jobs
+    from hubferry.web.forms import job_request
+
+    client = TestClient(header_app(ctx, v1_jobs.jobs_router(ctx)))
+    body = {"trainer": "runpod", "config": {"method": "dpo", "dataset": "prefs.jsonl", "model": {"base": "a/b"}},
+            "gpu": GPU, "runpod_key": runpod_fake.api_key, "preflight": False}
+    local_file = client.post("/api/v1/jobs", json=body, headers=as_user("carol"))
+    assert local_file.status_code == 422 and local_file.json()["error"]["field"] == "dataset"
+    misplaced = client.post("/api/v1/jobs", json={**body, "config": {**body["config"], "dataset": "o/d",
+                                                                     "num_epochs": 1}}, headers=as_user("carol"))
+    assert misplaced.status_code == 422 and "training" in misplaced.json()["error"]["message"]
+    created = client.post("/api/v1/jobs", json={**body, "config": {**body["config"], "dataset": "o/d"}},
+                          headers=as_user("carol"))
+    assert created.status_code in (200, 201), created.text
+    job = created.json()
+    assert job["trainer"] == "runpod" and job["owner"] == "carol"
+    assert runpod_fake.api_key not in created.text
+    request, errors = job_request({"trainer": "runpod", "runpod_config": 'method = "sft"\ndataset = "o/d"\n'
+                                   '[model]\nbase = "a/b"\n', "gpu": GPU, "cloud_type": "community"})
+    assert not errors and request is not None and request.cloud_type == "COMMUNITY"
+    _, bad = job_request({"trainer": "runpod", "runpod_config": 'method = "sft"\nnum_epochs = 2\n'})
+    assert "num_epochs" in bad.fields["runpod_config"]

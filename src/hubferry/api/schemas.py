@@ -107,7 +107,24 @@ class ReplicateJobCreate(_Target):
     max_side: int = Field(1024, ge=64, le=8192)
 
 
-JobCreate = Annotated[LocalJobCreate | ReplicateJobCreate, Field(discriminator="trainer")]
+class RunpodJobCreate(_Target):
+    """An LLM fine-tune (SFT, DPO, ORPO) on a RunPod pod; ``config`` is the training config as a table (the
+    same keys as a job.toml: ``hubferry config check`` rules apply)."""
+
+    trainer: Literal["runpod"]
+    config: dict[str, Any] = Field(max_length=50, examples=[{"method": "sft", "dataset": "trl-lib/Capybara",
+                                                             "model": {"base": "Qwen/Qwen2.5-0.5B-Instruct"},
+                                                             "training": {"max_steps": 100}}])
+    dataset: DatasetRef | None = Field(None, description="An uploaded .jsonl/.parquet file to train on instead "
+                                       "of the config's Hub dataset.")
+    gpu: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    cloud_type: Literal["SECURE", "COMMUNITY", "ALL"] | None = None
+    image: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    runpod_key: Token | None = None
+    token_in_env: bool = False
+
+
+JobCreate = Annotated[LocalJobCreate | ReplicateJobCreate | RunpodJobCreate, Field(discriminator="trainer")]
 
 
 class RetryRequest(_Strict):

@@ -29,6 +29,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Query, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 
+from hubferry import training_config
 from hubferry.api.errors import ApiError, from_error, not_found
 from hubferry.api.principal import Principal, current_principal
 from hubferry.api.schemas import (
@@ -44,17 +45,19 @@ from hubferry.api.schemas import (
     ProgressHistory,
     ReplicateJobCreate,
     RetryRequest,
+    RunpodJobCreate,
     Timeline,
     Url,
     WebhookOut,
     WebhookSettings,
 )
 from hubferry.api.v1_datasets import upload_source
+from hubferry.api.v1_secrets import check_hub_endpoint
 from hubferry.domain.environment import is_secret_name
 from hubferry.domain.jobs import Job, JobState
 from hubferry.errors import HubferryError, ValidationError
 from hubferry.logs import get_logger, printable
-from hubferry.services import control, credentials, launch, notifications, remote, replicate_jobs
+from hubferry.services import control, credentials, launch, notifications, remote, replicate_jobs, runpod_jobs
 from hubferry.services.context import Context, Dispatcher
 from hubferry.services.views import event_dict, job_dict
 from hubferry.store import job_queries, progress_history
@@ -125,7 +128,7 @@ def _for_caller(ctx: Context, caller: Principal) -> Context:
     dispatcher, queued = dispatcher_for(ctx)
     settings = ctx.settings
     if caller.via != "local":
-        settings = settings.model_copy(update={"token": None, "replicate_token": None})
+        settings = settings.model_copy(update={"token": None, "replicate_token": None, "runpod_api_key": None})
     return dataclasses.replace(ctx, settings=settings, dispatcher=dispatcher if queued else InBackground(dispatcher))
 
 
@@ -155,8 +158,10 @@ def _dataset_path(ctx: Context, caller: Principal, ref: DatasetRef | None) -> st
     return ref.path
 
 
-def _submit(ctx: Context, caller: Principal, body: LocalJobCreate | ReplicateJobCreate) -> Job:
+def _submit(ctx: Context, caller: Principal, body: LocalJobCreate | ReplicateJobCreate | RunpodJobCreate) -> Job:
     dataset = _dataset_path(ctx, caller, body.dataset)
+    if isinstance(body, RunpodJobCreate):
+        return _submit_runpod(ctx, caller, body, dataset)
     if isinstance(body, ReplicateJobCreate):
         assert dataset is not None
         return replicate_jobs.submit(ctx, replicate_jobs.ReplicateRequest(
@@ -181,7 +186,22 @@ def _submit(ctx: Context, caller: Principal, body: LocalJobCreate | ReplicateJob
     ), owner=caller.name)
 
 
-def create(ctx: Context, caller: Principal, body: LocalJobCreate | ReplicateJobCreate) -> Job:
+def _submit_runpod(ctx: Context, caller: Principal, body: RunpodJobCreate, dataset: str | None) -> Job:
+    config = training_config.parse(body.config, source="config")
+    if dataset is not None:
+        config = config.model_copy(update={"dataset": dataset})
+    elif config.dataset_is_local:
+        raise ApiError(422, "config.dataset names a local file the server cannot read", field="dataset",
+                       hint="upload it (POST /api/v1/datasets) and pass its id as dataset.upload_id, or name a "
+                       "Hub dataset")
+    return runpod_jobs.submit(ctx, runpod_jobs.RunpodRequest(
+        config=config, base_dir=ctx.settings.home, name=body.name, repo_id=body.repo_id, private=body.private,
+        endpoint=body.endpoint, token=_secret(body.token), runpod_key=_secret(body.runpod_key), gpu=body.gpu,
+        cloud_type=body.cloud_type, image=body.image, token_in_env=body.token_in_env, preflight=body.preflight,
+    ), owner=caller.name)
+
+
+def create(ctx: Context, caller: Principal, body: LocalJobCreate | ReplicateJobCreate | RunpodJobCreate) -> Job:
     """Create and start a job as ``caller``: the one path of ``POST /api/v1/jobs`` and the dashboard's form.
 
     Raises:
@@ -193,6 +213,7 @@ def create(ctx: Context, caller: Principal, body: LocalJobCreate | ReplicateJobC
     job_ctx = _for_caller(ctx, caller)
     if body.notify_url:
         _checked_url(ctx, body.notify_url, "notify_url")
+    check_hub_endpoint(ctx.settings, body.endpoint)  # the server would call it (pre-flight, publish)
     _refuse_server_login(job_ctx, caller, body.endpoint, _secret(body.token))
     try:
         job = _submit(job_ctx, caller, body)
@@ -340,6 +361,7 @@ def jobs_router(ctx: Context, *, sender: notifications.Sender | None = None) -> 
         job_ctx = _for_caller(ctx, caller)
         token = _secret(body.token)
         refused = job.error is not None and job.error.category == "authentication"
+        check_hub_endpoint(ctx.settings, body.endpoint)
         if token is None and (body.endpoint or refused):  # then the job's own token is not kept (control.retry)
             _refuse_server_login(job_ctx, caller, body.endpoint or str(job.params.get("hub_endpoint") or ""), None)
         return job_dict(_control(lambda: control.retry(job_ctx, job.id, token=token, repo_id=body.repo_id,
@@ -386,6 +408,7 @@ def jobs_router(ctx: Context, *, sender: notifications.Sender | None = None) -> 
         """``{hub username}/{slug(name)}``, suffixed when taken, with your stored token for the endpoint (as a
         job created now would get it)."""
         job_ctx = _for_caller(ctx, caller)
+        check_hub_endpoint(ctx.settings, endpoint)
         try:
             target, source = credentials.resolve_for_command(job_ctx.settings, job_ctx.credentials, caller.name,
                                                              endpoint=endpoint, token=None)

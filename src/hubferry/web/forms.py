@@ -23,11 +23,14 @@ from typing import Any
 import pydantic
 from pydantic import TypeAdapter
 
-from hubferry.api.schemas import JobCreate, LocalJobCreate, ReplicateJobCreate
+from hubferry import training_config
+from hubferry.api.schemas import JobCreate, LocalJobCreate, ReplicateJobCreate, RunpodJobCreate
+from hubferry.errors import ValidationError
 
 #: The new-job form's fields (anything else a request sends is ignored).
 FIELDS = ("trainer", "name", "repo_id", "private", "endpoint", "skip_preflight", "command", "output_dir", "cwd",
-          "total_steps", "dataset_upload_id", "dataset_path", "trigger_word", "steps", "learning_rate", "lora_rank")
+          "total_steps", "dataset_upload_id", "dataset_path", "trigger_word", "steps", "learning_rate", "lora_rank",
+          "runpod_config", "gpu", "cloud_type")
 #: How long a draft kept across a sign-in stays usable.
 DRAFT_MAX_AGE_S = 3600
 #: Longest draft accepted back (a form is small; anything bigger was not made here).
@@ -35,7 +38,7 @@ MAX_DRAFT_CHARS = 64 * 1024
 #: The API's fields that the form names differently.
 _FIELD_FOR = {"dataset": "dataset_upload_id", "preflight": "skip_preflight"}
 
-_ADAPTER: TypeAdapter[LocalJobCreate | ReplicateJobCreate] = TypeAdapter(JobCreate)
+_ADAPTER: TypeAdapter[LocalJobCreate | ReplicateJobCreate | RunpodJobCreate] = TypeAdapter(JobCreate)
 
 
 @dataclass
@@ -63,7 +66,9 @@ def form_values(data: Mapping[str, Any]) -> dict[str, str]:
     return {name: str(data[name]).strip() for name in FIELDS if name in data and isinstance(data[name], str)}
 
 
-def job_request(values: Mapping[str, str]) -> tuple[LocalJobCreate | ReplicateJobCreate | None, FormErrors]:
+def job_request(
+    values: Mapping[str, str],
+) -> tuple[LocalJobCreate | ReplicateJobCreate | RunpodJobCreate | None, FormErrors]:
     """The API request the form describes, or the messages saying what to fix."""
     errors = FormErrors()
     trainer = values.get("trainer") or "local"
@@ -84,6 +89,14 @@ def job_request(values: Mapping[str, str]) -> tuple[LocalJobCreate | ReplicateJo
         for name in ("output_dir", "cwd", "total_steps"):
             if values.get(name):
                 body[name] = values[name]
+    elif trainer == "runpod":
+        try:
+            body["config"] = training_config.loads(values.get("runpod_config", "")).model_dump(mode="json")
+        except ValidationError as exc:
+            errors.fields["runpod_config"] = exc.message
+        for name in ("gpu", "cloud_type"):
+            if values.get(name):
+                body[name] = values[name].upper() if name == "cloud_type" else values[name]
     else:
         for name in ("trigger_word", "steps", "learning_rate", "lora_rank"):
             if values.get(name):
