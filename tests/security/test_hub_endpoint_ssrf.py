@@ -194,3 +194,21 @@ def test_the_dashboards_session_goes_through_the_same_guard(app):
                                       headers=browser.csrf_headers)
         _refused(response, "loopback")
         assert server.seen == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("endpoint", ["http://169.254.169.254", "http://10.0.0.5:8080", "http://127.0.0.1:9"])
+def test_a_job_retry_or_preview_naming_a_private_hub_is_refused_before_any_call(tmp_path, hf_env, endpoint):
+    from fakes.api_v1 import local_job, stored_job
+    from hubferry.domain.jobs import ErrorInfo, JobState
+
+    ctx = api_context(tmp_path, fetch_allow_hosts=(), hub_allow_hosts=())
+    app = create_app(ctx, run_consumer=False)
+    root = TestUsers.of(app).token_client(app, "root", admin=True)
+    created = root.post("/api/v1/jobs", json={**local_job(tmp_path / "out"), "endpoint": endpoint, "token": TOKEN})
+    _refused(created, "refused to contact the Hub")
+    assert ctx.jobs.list_jobs(limit=5) == []
+    _refused(root.get("/api/v1/naming/preview", params={"name": "x", "endpoint": endpoint}))
+    failed = stored_job(ctx, "root")
+    ctx.jobs.transition(failed.id, JobState.QUEUED, JobState.FAILED, error=ErrorInfo("network", "down", "retry"))
+    _refused(root.post(f"/api/v1/jobs/{failed.id}/retry", json={"endpoint": endpoint, "token": TOKEN}))
+    assert ctx.jobs.require(failed.id).state is JobState.FAILED

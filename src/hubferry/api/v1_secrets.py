@@ -9,7 +9,7 @@ included; deleting what you do not have is a 404.
   "replicate": {set, username, last4, checked_at}, "runpod": {set, last4, updated_at}}``
 - ``PUT /api/v1/secrets/hub`` ``{"endpoint", "token"}``; ``DELETE /api/v1/secrets/hub?endpoint=URL``
 - ``PUT /api/v1/secrets/replicate`` ``{"token"}``; ``DELETE /api/v1/secrets/replicate``
-- ``PUT /api/v1/secrets/runpod`` ``{"token"}`` (not checked yet); ``DELETE /api/v1/secrets/runpod``
+- ``PUT /api/v1/secrets/runpod`` ``{"token"}`` (checked with RunPod first); ``DELETE /api/v1/secrets/runpod``
 
 The Hub endpoint is the user's, so checking a token there must not let them make this server call any
 address (cloud metadata, internal services): the server's own endpoint setting is trusted, any other
@@ -40,12 +40,12 @@ from hubferry.logs import get_logger, redact, register_secret
 from hubferry.secrets.hub_credentials import HubCredential, normalise_endpoint
 from hubferry.services.context import Context
 from hubferry.services.credentials import REPLICATE_TOKEN
+from hubferry.services.credentials import RUNPOD_KEY as RUNPOD_API_KEY
 from hubferry.services.ports import HubIdentity, HubTarget
 from hubferry.trainers import replicate_api
 
 #: Vault names of the other per-user secrets.
 REPLICATE_USERNAME = "replicate_username"
-RUNPOD_API_KEY = "runpod_api_key"
 #: Values shorter than this show no last characters (four of a short value give too much away).
 MIN_CHARS_FOR_LAST4 = 16
 #: The most of a whoami answer read from an endpoint that is not the server's own (a hostile one may not stop).
@@ -98,6 +98,43 @@ def _is_default(settings: Settings, endpoint: str) -> bool:
     return normalise_endpoint(settings.resolved_endpoint()) == endpoint
 
 
+def hub_address(settings: Settings, endpoint: str, *, field: str = "endpoint",
+                resolve: Resolver = system_resolve) -> str:
+    """The address to reach a user-supplied Hub ``endpoint`` at, once the SSRF guard allows every address it has.
+
+    Raises:
+        ApiError: 422 naming ``field`` when an address is refused or the host does not resolve.
+    """
+    url = httpx2.URL(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        return choose_address(url.host, port, AllowList.parse(settings.hub_allow_hosts), resolve, url=endpoint,
+                              setting=HUB_ALLOW_SETTING)
+    except ValidationError as exc:
+        if exc.context.get("code") == "refused_address":
+            raise ApiError(422, exc.message.replace("refused to fetch from", "refused to contact the Hub at"),
+                           field=field, hint=exc.hint) from None
+        raise ApiError(422, f"cannot reach the Hub at {endpoint}: {exc.message}", field=field,
+                       category="network", hint="check the endpoint's host name") from None
+
+
+def check_hub_endpoint(settings: Settings, endpoint: str | None, *, field: str = "endpoint",
+                       resolve: Resolver = system_resolve) -> None:
+    """Refuse a Hub ``endpoint`` a job or preview names (other than the server's own) that resolves to a private,
+    loopback, link-local, multicast, reserved or metadata address, unless ``hub_allow_hosts`` allows it.
+
+    Raises:
+        ApiError: 422 naming ``field``.
+    """
+    if endpoint is None or _is_default(settings, normalise_endpoint(endpoint)):
+        return
+    try:
+        httpx2.URL(endpoint)
+    except (httpx2.InvalidURL, TypeError, ValueError):
+        raise ApiError(422, "the endpoint must be an http(s) URL such as https://huggingface.co", field=field) from None
+    hub_address(settings, endpoint, field=field, resolve=resolve)
+
+
 def guarded_whoami(settings: Settings, endpoint: str, token: str, *, transport: httpx2.BaseTransport | None = None,
                    resolve: Resolver = system_resolve) -> HubIdentity:
     """whoami at a user-supplied Hub ``endpoint``, sent only to an address the SSRF guard allows.
@@ -112,16 +149,7 @@ def guarded_whoami(settings: Settings, endpoint: str, token: str, *, transport: 
     """
     url = httpx2.URL(endpoint + "/api/whoami-v2")
     host = url.host
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        address = choose_address(host, port, AllowList.parse(settings.hub_allow_hosts), resolve, url=endpoint,
-                                 setting=HUB_ALLOW_SETTING)
-    except ValidationError as exc:
-        if exc.context.get("code") == "refused_address":
-            raise ApiError(422, exc.message.replace("refused to fetch from", "refused to contact the Hub at"),
-                           field="endpoint", hint=exc.hint) from None
-        raise ApiError(422, f"cannot reach the Hub at {endpoint}: {exc.message}", field="endpoint",
-                       category="network", hint="check the endpoint's host name; nothing was stored") from None
+    address = hub_address(settings, endpoint, resolve=resolve)
     headers = {"Host": url.netloc.decode("ascii"), "Authorization": f"Bearer {token}", "Accept": "application/json",
                "User-Agent": "hubferry"}
     extensions = {"sni_hostname": host} if url.scheme == "https" else {}
@@ -253,8 +281,12 @@ def secrets_router(ctx: Context, *,
         log.info("replicate token stored", owner=principal.name, username=username)
         return view(principal.name)["replicate"]
 
-    @router.put("/runpod", summary="Store your RunPod API key (not checked yet)")
+    @router.put("/runpod", summary="Store your RunPod API key (checked with RunPod first)")
     def put_runpod_key(body: TokenIn, principal: Caller) -> dict[str, Any]:
+        from hubferry.trainers.runpod_api import connect as runpod
+
+        register_secret(body.token)
+        _checked(lambda: runpod(ctx.settings, body.token).whoami(), "RunPod")
         vault.set(principal.name, RUNPOD_API_KEY, body.token)
         log.info("runpod key stored", owner=principal.name)
         return view(principal.name)["runpod"]
