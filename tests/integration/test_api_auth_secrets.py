@@ -1,6 +1,6 @@
 """``/api/v1/secrets``: each user's own Hub tokens (checked with whoami against the built-in registry before
-they are stored), Replicate token (checked against the fake Replicate) and RunPod key; values never returned,
-another user's secrets out of reach."""
+they are stored), Replicate token (checked against the fake Replicate) and RunPod key (checked against the
+fake RunPod); values never returned, another user's secrets out of reach."""
 
 from __future__ import annotations
 
@@ -11,11 +11,17 @@ from hubferry.api.app import create_app
 from hubferry.config import Settings
 from hubferry.services.context import open_context
 
+#: RunPod keys the fake RunPod knows.
+RUNPOD_KEYS = ("rpa_" + "k" * 40, "rpa_" + "Q" * 36 + "9xyz")
+
 
 @pytest.fixture
-def ctx(tmp_path, hf_env, fake_replicate):
+def ctx(tmp_path, hf_env, fake_replicate, runpod_fake):
+    for key in RUNPOD_KEYS:
+        runpod_fake.add_account(key)
     settings = Settings(home=tmp_path / "home", replicate_base_url=fake_replicate.base_url, retry_base_delay=0.01,
-                        max_attempts=2, hub_allow_hosts=("127.0.0.1",))  # the registry is an on-prem Hub here
+                        runpod_base_url=runpod_fake.url, max_attempts=2,
+                        hub_allow_hosts=("127.0.0.1",))  # the registry is an on-prem Hub here
     return open_context(settings)
 
 
@@ -100,9 +106,13 @@ def test_a_replicate_token_is_checked_with_its_account_before_it_is_stored(app, 
     assert ctx.credentials.vault.get("ann", "replicate_token") is None
 
 
-def test_a_runpod_key_is_stored_encrypted_and_shown_by_its_last_four(app, ctx, users):
-    key = "rpa_" + "Q" * 36 + "9xyz"
-    response = users.token_client(app, "ann").put("/api/v1/secrets/runpod", json={"token": key})
+def test_a_runpod_key_is_checked_stored_encrypted_and_shown_by_its_last_four(app, ctx, users):
+    client = users.token_client(app, "ann")
+    refused = client.put("/api/v1/secrets/runpod", json={"token": "rpa_" + "z" * 40})
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "token" and "z" * 40 not in refused.text
+    assert ctx.credentials.vault.get("ann", "runpod_api_key") is None
+    key = RUNPOD_KEYS[1]
+    response = client.put("/api/v1/secrets/runpod", json={"token": key})
     assert response.status_code == 200 and response.json()["last4"] == "9xyz" and key not in response.text
     assert ctx.credentials.vault.get("ann", "runpod_api_key") == key
     assert key.encode() not in (ctx.settings.home / "secrets.json").read_bytes()

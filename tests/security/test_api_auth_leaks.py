@@ -30,10 +30,11 @@ def raw_logs() -> Iterator[list[dict]]:
 
 
 def test_no_secret_reaches_a_response_body_or_a_log_line(tmp_path, hf_env, fake_replicate, registry, alice_token,
-                                                         raw_logs, caplog):
+                                                         raw_logs, caplog, runpod_fake):
     caplog.set_level(logging.DEBUG)
     ctx = open_context(Settings(home=tmp_path / "home", replicate_base_url=fake_replicate.base_url,
-                                retry_base_delay=0.01, max_attempts=2, hub_allow_hosts=("127.0.0.1",)))
+                                runpod_base_url=runpod_fake.url, retry_base_delay=0.01, max_attempts=2,
+                                hub_allow_hosts=("127.0.0.1",)))
     app = create_app(ctx, run_consumer=False)
     users = TestUsers(ctx.jobs.engine)
     secrets = {"hub token": alice_token, "replicate token": fake_replicate.token,
@@ -66,7 +67,9 @@ def test_no_secret_reaches_a_response_body_or_a_log_line(tmp_path, hf_env, fake_
     seen(c.put("/api/v1/secrets/hub", json={"endpoint": registry.endpoint, "token": [alice_token]}, headers=h))
     seen(c.put("/api/v1/secrets/replicate", json={"token": secrets["bad replicate token"]}, headers=h))
     seen(c.put("/api/v1/secrets/replicate", json={"token": fake_replicate.token}, headers=h))
-    seen(c.put("/api/v1/secrets/runpod", json={"token": secrets["runpod key"]}, headers=h))
+    seen(c.put("/api/v1/secrets/runpod", json={"token": secrets["runpod key"]}, headers=h))  # refused by RunPod
+    runpod_fake.add_account(secrets["runpod key"])
+    seen(c.put("/api/v1/secrets/runpod", json={"token": secrets["runpod key"]}, headers=h))  # accepted
     seen(c.put("/api/v1/secrets/runpod", json={"token": secrets["runpod key"] * 200}, headers=h))
     seen(c.get("/api/v1/secrets"))
     bearer = users.token_client(app, "bob")

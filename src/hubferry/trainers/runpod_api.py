@@ -134,6 +134,10 @@ class RunpodApi:
                                   hint="use one of: " + ", ".join(names))
         return dict(found[0])
 
+    def whoami(self) -> str:
+        """The account id of the key (``myself``); PermanentError (authentication) for a refused key."""
+        return str(self._call("read account", lambda: ctl_commands.get_user(api_key=self.key))["id"])
+
     def gpus(self) -> list[dict[str, Any]]:
         return list(self._call("list GPU types", lambda: ctl_commands.get_gpus(api_key=self.key)))
 
