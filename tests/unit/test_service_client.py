@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ from hubferry.cli.remote_backend import RemoteJobs
 from hubferry.config import Settings
 from hubferry.errors import ConfigError, PermanentError, TransientError, ValidationError
 
+ROOT = Path(__file__).parents[2]
 TOKEN = "hfy_" + "s3cr3t" * 6
 URL = "http://service.test:8470"
 
@@ -177,3 +179,58 @@ def test_followed_log_lines_are_whole_lines_across_reads():
     assert lines == ["second line", "bar 1", "bar 2"]
     lines, cursor = jobs.log_after("job_j", cursor, final=True)
     assert lines == ["last"] and int(cursor) == len(log)
+
+
+def _recording(answers: dict[tuple[str, str], dict]) -> tuple[ServiceClient, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(201 if request.method == "POST" else 200,
+                              json=answers[(request.method, request.url.path)])
+
+    return client(handler), seen
+
+
+JOB = {"id": "job_r", "name": "sft", "owner": "ann", "state": "queued", "trainer": "runpod", "repo_id": "ann/sft",
+       "private": True, "repo_url": None, "commit_sha": None, "error": None, "output_dir": None, "log_path": None,
+       "progress": {"stage": None, "percent": None, "step": None, "total_steps": None, "loss": None,
+                    "eta_seconds": None}, "attempts": 1, "created_at": "2026-12-07T00:00:00+00:00",
+       "updated_at": "2026-12-07T00:00:00+00:00", "timeline": []}
+
+
+def test_a_runpod_job_sends_its_training_config_as_a_table_and_uploads_a_local_dataset(tmp_path, capsys):
+    import tomllib
+
+    config = tmp_path / "job.toml"
+    (tmp_path / "rows.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}, '
+                                         '{"role": "assistant", "content": "hello"}]}\n')
+    source = (ROOT / "examples" / "runpod_sft.toml").read_text()
+    config.write_text(source.replace('dataset = "trl-lib/Capybara"', 'dataset = "rows.jsonl"'))
+    service, seen = _recording({("POST", "/api/v1/datasets"): {"id": "ds_0123456789abcdef"},
+                                ("POST", "/api/v1/jobs"): JOB, ("GET", "/api/v1/jobs/job_r"): JOB})
+    jobs = RemoteJobs(service, settings(runpod_api_key="rpa_" + "k" * 30))
+    options = {"name": None, "repo": None, "private": True, "endpoint": None, "token": None, "skip_preflight": False,
+               "gpu": "NVIDIA A40", "cloud_type": "COMMUNITY", "image": None, "runpod_key": None,
+               "token_in_env": False}
+    assert jobs.train("runpod", options, [], wait=False, json_output=False, config_file=config) == 0
+    upload, create = seen[0], seen[1]
+    assert upload.url.path == "/api/v1/datasets" and b'filename="rows.jsonl"' in upload.content
+    body = json.loads(create.content)
+    assert body["trainer"] == "runpod" and body["config"] == tomllib.loads(config.read_text())
+    assert body["dataset"] == {"upload_id": "ds_0123456789abcdef"}
+    assert (body["gpu"], body["cloud_type"], body["runpod_key"]) == ("NVIDIA A40", "COMMUNITY", "rpa_" + "k" * 30)
+    assert "image" not in body and "token" not in body
+    assert "job job_r: " in capsys.readouterr().err
+
+
+def test_a_runpod_job_without_its_config_or_with_a_bad_one_is_refused_before_any_request(tmp_path):
+    service, seen = _recording({})
+    jobs = RemoteJobs(service, settings())
+    with pytest.raises(ValidationError, match="needs its training config"):
+        jobs.train("runpod", {}, [], wait=False, json_output=False, config_file=None)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('method = "sft"\ndataset = "a/b"\n[model]\nbase = "m/n"\n[training]\nnum_epochz = 1\n')
+    with pytest.raises(ValidationError, match="num_epochz"):
+        jobs.train("runpod", {}, [], wait=False, json_output=False, config_file=bad)
+    assert seen == []

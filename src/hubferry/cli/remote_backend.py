@@ -128,8 +128,12 @@ class RemoteJobs:
 
     # -- train ------------------------------------------------------------------------------------
 
-    def train(self, kind: str, options: dict[str, Any], command: list[str], *, wait: bool, json_output: bool) -> int:
+    def train(self, kind: str, options: dict[str, Any], command: list[str], *, wait: bool, json_output: bool,
+              config_file: Path | None = None) -> int:
         """``hubferry train`` on the service: create the job, say so, and with ``wait`` follow it to its end.
+
+        Args:
+            config_file: a RunPod job's training config (``-f``).
 
         Returns:
             The exit code, as the local ``train`` gives it.
@@ -138,6 +142,8 @@ class RemoteJobs:
             body = self._local_body(options, command)
         elif kind == "replicate":
             body = self._replicate_body(options)
+        elif kind == "runpod":
+            body = self._runpod_body(options, config_file)
         else:
             raise ValidationError(f"the {kind} trainer cannot be started through the service from the CLI yet",
                                   field="trainer", hint="use the dashboard or POST /api/v1/jobs, or unset "
@@ -198,14 +204,33 @@ class RemoteJobs:
             "replicate_trainer": options.get("replicate_trainer"), "destination": options.get("destination"),
         })
 
-    def upload_dataset(self, source: Path) -> str:
+    def _runpod_body(self, options: dict[str, Any], config_file: Path | None) -> dict[str, Any]:
+        from hubferry import training_config
+
+        if config_file is None:
+            raise ValidationError("--trainer runpod needs its training config", field="file",
+                                  hint="pass -f job.toml (see examples/runpod_sft.toml; `hubferry config check` "
+                                  "validates one)")
+        config = training_config.load(config_file)  # every problem named with its line, before any request
+        upload_id = None
+        if config.dataset_is_local:
+            upload_id = self.upload_dataset(config_file.parent / Path(config.dataset).expanduser(), field="dataset")
+        return _without_none({
+            **self._common(options), "trainer": "runpod", "config": _table(config_file),
+            "dataset": {"upload_id": upload_id} if upload_id else None, "gpu": options.get("gpu"),
+            "cloud_type": options.get("cloud_type"), "image": options.get("image"),
+            "runpod_key": options.get("runpod_key") or _secret(self.settings.runpod_api_key),
+            "token_in_env": bool(options.get("token_in_env")),
+        })
+
+    def upload_dataset(self, source: Path, *, field: str = "images") -> str:
         """Upload a local dataset (a folder is zipped as it is; the service checks and packs it); returns its id.
 
         Raises:
             ValidationError: the path does not exist or cannot be read.
         """
         if not source.exists():
-            raise ValidationError(f"the dataset {source} does not exist", field="images", category="file_error",
+            raise ValidationError(f"the dataset {source} does not exist", field=field, category="file_error",
                                   path=str(source), hint="pass a folder of images, a zip, or a text file of URLs")
         with tempfile.TemporaryDirectory(prefix="hubferry-upload-") as tmp:
             upload = _zip_folder(source, Path(tmp) / f"{source.name or 'dataset'}.zip") if source.is_dir() else source
@@ -289,6 +314,20 @@ def _secret(value: Any) -> str | None:
 
 def _without_none(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v is not None}
+
+
+def _table(config_file: Path) -> dict[str, Any]:
+    """A training config file as the table the API takes (already validated by ``training_config.load``)."""
+    import tomllib
+
+    text = config_file.read_text("utf-8")
+    if config_file.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = tomllib.loads(text)
+    return dict(data)
 
 
 def _zip_folder(folder: Path, dest: Path) -> Path:

@@ -87,7 +87,7 @@ def train(
 
     if (service := remote_jobs()) is not None:  # HUBFERRY_URL and HUBFERRY_API_TOKEN: the service runs the job
         raise typer.Exit(service.train(kind, options, list(typer_ctx.args) or list(options.get("command") or []),
-                                       wait=wait, json_output=json_output))
+                                       wait=wait, json_output=json_output, config_file=training_config_file))
     ctx = open_context(load_settings())
     if kind == "replicate":
         job = replicate_jobs.submit(ctx, replicate_jobs.ReplicateRequest(
