@@ -3,9 +3,10 @@
 Each batch is committed with ``create_commit``, whose POST huggingface_hub never retries. We retry
 it ourselves, and before re-sending we read the files back: if the commit landed and only its
 response was lost, we do not commit twice. Within a batch, each large file gets its own preupload
-call (LFS upload) as soon as it is hashed, up to :data:`PARALLEL_UPLOADS` at once; small files go
-in groups. Objects the Hub already stores are skipped by the LFS batch API, so a re-run after a
-crash sends only what is missing.
+call (LFS upload) as soon as it is hashed, up to :data:`PARALLEL_UPLOADS` at once, of which at most
+:data:`SENDING_AT_ONCE` are still sending bytes (the others wait for the server to store what they
+sent); small files go in groups. Objects the Hub already stores are skipped by the LFS batch API, so
+a re-run after a crash sends only what is missing.
 
 Xet vs plain LFS is chosen per operation, never through huggingface_hub's global switch: a file
 object (:class:`SourceFile`) makes huggingface_hub use plain LFS; a path lets it use Xet.
