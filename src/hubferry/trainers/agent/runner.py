@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -34,6 +34,9 @@ from hubferry.config import Settings
 from hubferry.errors import HubferryError, PermanentError, TransientError, ValidationError
 from hubferry.logs import get_logger, printable, register_secret
 from hubferry.trainers.agent.callbacks import AgentCallbacks, GrantRefused, Reporter, cut_line
+
+if TYPE_CHECKING:
+    from hubferry.training_config import TrainingConfigModel
 
 log = get_logger(__name__)
 
@@ -88,7 +91,7 @@ class Spec:
     """The job's spec, checked."""
 
     job_id: str
-    config: Any  # a hubferry.training_config model
+    config: TrainingConfigModel
     raw_config: dict[str, Any]
     dataset_url: str | None
     heartbeat_s: float
