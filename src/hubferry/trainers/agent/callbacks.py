@@ -126,8 +126,8 @@ def _error_text(response: httpx.Response) -> tuple[str, str]:
         error = response.json().get("error")
     except (ValueError, AttributeError):
         return printable(response.text[:300], keep_newlines=False), ""
-    if not isinstance(error, dict):
-        return printable(str(error)[:300], keep_newlines=False), ""
+    if not isinstance(error, dict):  # not hubferry's error shape (FastAPI's own 422 says "detail")
+        return printable(response.text[:300], keep_newlines=False), ""
     return (printable(str(error.get("message", ""))[:1000], keep_newlines=False),
             printable(str(error.get("hint", ""))[:500], keep_newlines=False))
 
