@@ -51,10 +51,21 @@ def world(tmp_path):
 
 
 def _routes(app) -> list[tuple[str, str]]:
+    """The user routes naming a job or dataset. A pod agent's callbacks (``/api/v1/agent/``) take no user
+    credentials at all, only the job's own callback token, and answer 401 to anything else whether the job
+    exists or not (tests/integration/test_runpod_orchestrator.py)."""
     spec = app.openapi()
     return [(method.upper(), path) for path, methods in spec["paths"].items()
-            if path.startswith("/api/v1/") and ("{job_id}" in path or "{upload_id}" in path)
+            if path.startswith("/api/v1/") and not path.startswith("/api/v1/agent/")
+            and ("{job_id}" in path or "{upload_id}" in path)
             for method in methods]
+
+
+def test_a_users_credentials_open_no_pod_callbacks(world):
+    ben, job_id = world["ben"], world["job"].id
+    for url in (f"/api/v1/agent/jobs/{job_id}/spec", f"/api/v1/agent/jobs/{MISSING_JOB}/spec"):
+        answer = ben.get(url)
+        assert answer.status_code == 401 and "secret-project" not in answer.text
 
 
 def _fill(path: str, job_id: str, dataset_id: str, image: str) -> str:

@@ -172,7 +172,7 @@ def _trained(ctx: Context, job: Job) -> str:
     if moved is not None:
         ctx.jobs.append_event(job.id, EventKind.STAGE_STARTED, stage="publishing", context={"repo_id": job.repo_id,
                                                                                              "from": "pod"})
-        ctx.jobs.update_progress(job.id, job_progress.for_stage("publishing", 0.0))
+        ctx.jobs.update_progress(job.id, job_progress.after_training(moved.progress, "publishing", 0.0))
         claim(ctx, moved)
     return "publish"
 
