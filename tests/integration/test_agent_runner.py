@@ -630,3 +630,34 @@ def test_staged_dataset_download_is_retried_capped_and_never_shows_its_signature
     transport, _ = scripted((200, b"y" * 2000, {}))  # a declared length over the cap: refused before reading
     with pytest.raises(PermanentError, match="larger than 1000 bytes"):
         fetch_dataset(url, tmp_path / "d4", 1000, transport=transport, sleep=slept.append)
+
+
+def test_reporter_batches_lines_keeps_seq_on_a_retry_and_continues_it_after_a_restart(tmp_path: Path) -> None:
+    from hubferry.errors import TransientError
+    from hubferry.trainers.agent.callbacks import Reporter
+
+    answers: list[tuple[int, Any, dict[str, str]]] = [(200, {"action": "continue"}, {})] * 3
+    answers += [(503, {"error": {"message": "down"}}, {"Retry-After": "5"})]  # the 4th report is not delivered
+    answers += [(200, {"action": "publish"}, {}), (200, {"action": "continue"}, {})]  # re-sent first, as it was
+    transport, seen = scripted(*answers)
+    slept: list[float] = []
+    reporter = Reporter(client(transport, slept, patience_s=1.0), tmp_path / "seq", heartbeat_s=60, interval_s=1)
+    for n in range(1200):
+        reporter.add_line(f"line {n}")
+    assert reporter.send("training") == "continue"
+    bodies = [json.loads(r.content) for r in seen]
+    assert [b["seq"] for b in bodies] == [1, 2, 3] and [len(b["lines"]) for b in bodies] == [500, 500, 200]
+    assert [line for b in bodies for line in b["lines"]] == [f"line {n}" for n in range(1200)]
+    reporter.add_line("late")
+    with pytest.raises(TransientError):
+        reporter.send()
+    assert reporter.send("trained") == "continue"
+    bodies = [json.loads(r.content) for r in seen[3:]]
+    assert [b["seq"] for b in bodies] == [4, 4, 5]
+    assert bodies[1] == bodies[0] and bodies[1]["lines"] == ["late"] and bodies[1]["phase"] == "training"
+    assert bodies[2]["phase"] == "trained" and bodies[2]["lines"] == []
+    assert reporter.take_action(0) == "publish" and reporter.take_action(0) is None
+    # a restarted agent on the same volume goes on from the last seq sent
+    transport, seen = scripted((200, {"action": "continue"}, {}))
+    Reporter(client(transport, []), tmp_path / "seq", heartbeat_s=60, interval_s=1).send("trained")
+    assert json.loads(seen[0].content)["seq"] == 6

@@ -120,7 +120,14 @@ def test_sft_on_messages_through_the_command_line(workdir: Path) -> None:
 
 @pytest.mark.parametrize("method", ["dpo", "orpo"])
 def test_preference_methods_train_an_adapter(workdir: Path, method: str, capsys: pytest.CaptureFixture[str]) -> None:
-    data = write_jsonl(workdir / "prefs.jsonl", PREFERENCE_ROWS)
+    if method == "orpo":  # a Parquet dataset, as staged from a local .parquet file
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        data = workdir / "prefs.parquet"
+        pq.write_table(pa.Table.from_pylist(PREFERENCE_ROWS), data)
+    else:
+        data = write_jsonl(workdir / "prefs.jsonl", PREFERENCE_ROWS)
     (workdir / "config.json").write_text(json.dumps(job(method)))
     code = trl_train.main(["--config", "config.json", "--data", str(data), "--output", str(workdir / method)])
     printed = capsys.readouterr().out

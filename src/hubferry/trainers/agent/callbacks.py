@@ -363,7 +363,9 @@ class Reporter:
                                "message": fields.get("message", ""), "stage": fields.get("stage"),
                                "result": fields.get("result")}
         with self._send_lock:
-            action = self._send_one()
+            if self._unsent is not None:  # an older report first, as it was
+                self._send_one()
+            action = self._send_one()  # the current state
             while self.pending_lines():
                 action = self._send_one()
             return action
