@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from hubferry.domain.billing import billed_seconds
 from hubferry.domain.jobs import ErrorInfo, EventKind, Job, JobState
 from hubferry.errors import HubferryError, PermanentError, ValidationError
 from hubferry.hub.manifest import LocalFile
@@ -264,7 +265,9 @@ def request_publish(ctx: Context, job: Job) -> None:
         if trainer.resume(job.trainer_handle):
             ctx.jobs.append_event(job.id, EventKind.NOTICE, stage="publishing",
                                   message="the stopped pod was resumed to publish its weights")
-            ctx.jobs.merge_handle(job.id, {"heartbeat_at": None, "resumed_at": ctx.jobs.clock().isoformat()})
+            now = ctx.jobs.clock().isoformat()
+            ctx.jobs.merge_handle(job.id, {"heartbeat_at": None, "resumed_at": now, "running_since": now,
+                                           "released": None})
     except HubferryError as exc:
         if not exc.retryable:
             fail_publish(ctx, ctx.jobs.require(job.id), ErrorInfo.from_exception(exc))
@@ -346,8 +349,12 @@ def release(ctx: Context, job: Job, *, keep_outputs: bool) -> None:
     except HubferryError as exc:
         log.warning("could not release the pod; the reconciler retries", job_id=job.id, error=exc.message)
         return
-    handle = ctx.jobs.merge_handle(job.id, {"released_at": ctx.jobs.clock().isoformat(),
-                                            "released": "stopped" if keep_outputs else "terminated"}) or {}
+    now = ctx.jobs.clock()
+    current = ctx.jobs.require(job.id).trainer_handle or {}
+    handle = ctx.jobs.merge_handle(job.id, {
+        "released_at": now.isoformat(), "released": "stopped" if keep_outputs else "terminated",
+        "billed_s": billed_seconds(current, now), "running_since": None}) or {}
     where = (f"the pod {handle.get('pod_id')} is stopped; its volume keeps the weights until the job is "
              "published or cancelled" if keep_outputs else f"the pod {handle.get('pod_id')} was terminated")
     ctx.jobs.append_event(job.id, EventKind.NOTICE, message=where, context={"pod_id": handle.get("pod_id")})
+

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from hubferry.domain.billing import billed_seconds
 from hubferry.domain.jobs import EventKind, Job, JobEvent
 from hubferry.logs import printable
 
@@ -69,14 +70,12 @@ def provider_url(job: Job, events: list[JobEvent]) -> str | None:
 
 
 def compute(job: Job, now: datetime | None = None) -> dict[str, Any] | None:
-    """What a rented machine (a RunPod pod) costs the job: GPU, price per hour, runtime and cost so far."""
+    """What a rented machine (a RunPod pod) costs the job: GPU, price per hour, the time it ran (a stopped pod
+    bills no GPU time) and the cost so far."""
     handle = job.trainer_handle or {}
     if not handle.get("launched_at"):
         return None
-    start = datetime.fromisoformat(str(handle["launched_at"]))
-    ended = handle.get("released_at") if handle.get("released") == "terminated" else None
-    end = datetime.fromisoformat(str(ended)) if ended else (now or datetime.now(UTC))
-    runtime = max(0.0, (end - start).total_seconds())
+    runtime = billed_seconds(handle, now or datetime.now(UTC))
     price = handle.get("price_per_hr")
     return {"gpu": handle.get("gpu"), "cloud_type": handle.get("cloud_type"), "pod_id": handle.get("pod_id"),
             "pod": handle.get("released") or "running", "price_per_hr": price, "runtime_s": round(runtime),
