@@ -202,3 +202,29 @@ def test_the_api_and_the_dashboard_form_create_runpod_jobs(ctx: Context, runpod_
     assert not errors and request is not None and request.cloud_type == "COMMUNITY"
     _, bad = job_request({"trainer": "runpod", "runpod_config": 'method = "sft"\nnum_epochs = 2\n'})
     assert "num_epochs" in bad.fields["runpod_config"]
+
+
+def test_an_uploaded_llm_dataset_is_checked_against_the_method(ctx: Context, runpod_fake: FakeRunPod) -> None:
+    from fakes.api_v1 import as_user, header_app
+    from hubferry.api import v1_datasets, v1_jobs
+
+    client = TestClient(header_app(ctx, v1_jobs.jobs_router(ctx), v1_datasets.datasets_router(ctx)))
+
+    def upload(name: str, rows: list[dict[str, str]]) -> str:
+        body = "".join(json.dumps(r) + "\n" for r in rows).encode()
+        answer = client.post("/api/v1/datasets", files={"file": (name, body)}, headers=as_user("dana"))
+        assert answer.status_code in (200, 201), answer.text
+        assert answer.json()["kind"] == "rows"
+        return str(answer.json()["id"])
+
+    not_json = client.post("/api/v1/datasets", files={"file": ("x.jsonl", b"{oops\n")}, headers=as_user("dana"))
+    assert not_json.status_code == 422 and not_json.json()["error"]["field"] == "file"
+    job = {"trainer": "runpod", "config": {"method": "dpo", "dataset": "o/d", "model": {"base": "a/b"}},
+           "gpu": GPU, "runpod_key": runpod_fake.api_key, "preflight": False}
+    no_rejected = upload("prefs.jsonl", [{"prompt": "p", "chosen": "c"}])
+    refused = client.post("/api/v1/jobs", json={**job, "dataset": {"upload_id": no_rejected}}, headers=as_user("dana"))
+    assert refused.status_code == 422 and "rejected" in refused.json()["error"]["message"]
+    good = upload("prefs.jsonl", [{"prompt": "p", "chosen": "c", "rejected": "r"}])
+    created = client.post("/api/v1/jobs", json={**job, "dataset": {"upload_id": good}}, headers=as_user("dana"))
+    assert created.status_code in (200, 201), created.text
+    assert ctx.jobs.require(created.json()["id"]).params["dataset_file"].endswith("dataset.jsonl")

@@ -1,5 +1,6 @@
-"""``/api/v1/datasets``: upload training data (a zip of images, or a text file of image URLs), check it, see
-thumbnails of what a training would get, and name it in a job as ``{"dataset": {"upload_id": ...}}``.
+"""``/api/v1/datasets``: upload training data (a zip of images, a text file of image URLs, or the .jsonl/.parquet
+rows of an LLM dataset), check it, see thumbnails of what a training would get, and name it in a job as
+``{"dataset": {"upload_id": ...}}``.
 
 An upload is streamed to ``$HUBFERRY_HOME/uploads/<owner>/<id>/`` as it arrives (never held in memory,
 never above ``dataset_max_bytes``: 413 as soon as it passes), hashed on the way, and kept with a small
@@ -29,6 +30,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from hubferry import training_config
 from hubferry.api.errors import ApiError, from_error, not_found
 from hubferry.api.principal import Principal, current_principal
 from hubferry.api.schemas import DATASET_ID_PATTERN, CheckOptions, DatasetList, DatasetOut, ErrorBody
@@ -58,6 +60,8 @@ MAX_FILENAME_CHARS = 200
 _ID = re.compile(DATASET_ID_PATTERN)
 _SAFE_OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _META, _REPORT, _PACKED, _THUMBS = "meta.json", "report.json", "packed.zip", "thumbs"
+#: Uploads kept as rows for an LLM fine-tune rather than packed as images.
+ROW_SUFFIXES = (".jsonl", ".parquet")
 
 Caller = Annotated[Principal, Depends(current_principal)]
 UploadId = Annotated[str, PathParam(pattern=DATASET_ID_PATTERN, examples=["ds_0123456789abcdef"])]
@@ -254,13 +258,24 @@ def datasets_router(ctx: Context) -> APIRouter:
 
     def _store(folder: Path, receiver: _Receiver, owner: str) -> dict[str, Any]:
         part = folder / "upload.part"
-        stored = folder / ("dataset.zip" if zipfile.is_zipfile(part) else "urls.txt")
-        part.rename(stored)
-        try:
-            kind = detect_kind(stored)
-        except ValidationError as exc:
-            raise ApiError(422, "the upload is neither a zip of images nor a text file of image URLs", field="file",
-                           hint=exc.hint) from None
+        suffix = Path(receiver.filename).suffix.lower()
+        if suffix in ROW_SUFFIXES:  # an LLM dataset (JSONL or Parquet rows) for a RunPod fine-tune
+            stored = folder / f"dataset{suffix}"
+            part.rename(stored)
+            try:
+                training_config.read_rows(stored)
+            except ValidationError as exc:
+                raise ApiError(422, f"the upload is not a readable {suffix} dataset: {exc.message}", field="file",
+                               hint=exc.hint or "upload JSON lines, one row per line, or a Parquet file") from None
+            kind = "rows"
+        else:
+            stored = folder / ("dataset.zip" if zipfile.is_zipfile(part) else "urls.txt")
+            part.rename(stored)
+            try:
+                kind = detect_kind(stored)
+            except ValidationError as exc:
+                raise ApiError(422, "the upload is neither a zip of images, a text file of image URLs, nor a "
+                               ".jsonl/.parquet dataset", field="file", hint=exc.hint) from None
         _write_json(folder / _META, {
             "id": folder.name, "owner": owner, "filename": receiver.filename, "stored_as": stored.name,
             "size": receiver.size, "sha256": receiver.digest.hexdigest(), "kind": kind,
@@ -291,6 +306,10 @@ def datasets_router(ctx: Context) -> APIRouter:
         A usable dataset's packed images become the thumbnails."""
         folder = find_upload(settings, caller, upload_id)
         source = folder / _read_json(folder / _META)["stored_as"]
+        if _read_json(folder / _META)["kind"] == "rows":
+            raise ApiError(422, "only image datasets are checked here; the rows of an LLM dataset are checked "
+                           "against the method of the job that uses it", field="upload_id",
+                           hint="create the RunPod job with dataset.upload_id; a missing column is a 422 naming it")
         chosen = options or CheckOptions()
         pack_options = PackOptions(trigger_word=chosen.trigger_word, max_side=chosen.max_side,
                                    min_images=chosen.min_images)
