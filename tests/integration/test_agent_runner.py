@@ -500,6 +500,16 @@ def test_sigterm_while_waiting_for_a_token_exits_143(trained: dict[str, Any], tm
     assert (agent_dir / "output" / ".hubferry-trained").is_file()
 
 
+def test_missing_environment_exits_2_naming_every_variable(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFERRY_")}
+    env.update(HUBFERRY_HOME=str(tmp_path / "home"), HUBFERRY_CALLBACK_URL="ftp://orchestrator")
+    done = subprocess.run([sys.executable, "-m", "hubferry", "agent"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert "HUBFERRY_JOB_TOKEN is not set; HUBFERRY_JOB_ID is not set" in done.stderr
+    assert "HUBFERRY_CALLBACK_URL should be an http(s) URL" in done.stderr and "Traceback" not in done.stderr
+
+
 # -- the callbacks client on its own (an httpx mock transport, no process) ---------------------------------
 
 
