@@ -228,3 +228,17 @@ def test_an_uploaded_llm_dataset_is_checked_against_the_method(ctx: Context, run
     created = client.post("/api/v1/jobs", json={**job, "dataset": {"upload_id": good}}, headers=as_user("dana"))
     assert created.status_code in (200, 201), created.text
     assert ctx.jobs.require(created.json()["id"]).params["dataset_file"].endswith("dataset.jsonl")
+
+
+def test_a_training_retried_on_a_new_pod_reads_its_log_from_the_start(ctx: Context, runpod_fake: FakeRunPod) -> None:
+    job_id, first_pod, _token = launched(ctx, runpod_fake)
+    pod_agent.report(ctx, ctx.jobs.require(job_id), pod_agent.Report(seq=40, phase="training", lines=["step 1/5"]))
+    pod_agent.report(ctx, ctx.jobs.require(job_id), pod_agent.Report(
+        seq=41, phase="failed", stage="training", exit_code=3, message="out of memory"))
+    assert ctx.jobs.require(job_id).state is JobState.FAILED
+    assert runpod_fake.pods[first_pod].desired_status == "TERMINATED"  # nothing worth keeping
+    control.retry(ctx, job_id)  # the inline dispatcher trains again: a new pod, whose agent counts from 1
+    job = ctx.jobs.require(job_id)
+    assert job.state is JobState.TRAINING and job.trainer_handle and job.trainer_handle["pod_id"] != first_pod
+    pod_agent.report(ctx, job, pod_agent.Report(seq=1, phase="training", lines=["step 2/5 loss: 0.5"]))
+    assert ctx.jobs.require(job_id).progress.step == 2

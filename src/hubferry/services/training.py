@@ -44,6 +44,7 @@ def run_training(ctx: Context, job_id: str) -> None:
         trainer = ctx.trainer_for(job.trainer)
         output_dir.mkdir(parents=True, exist_ok=True)
         runnable, passed = _with_secrets(ctx, job)
+        ctx.jobs.set_log_cursor(job_id, "")  # a new run's log (a retried training's too) is read from its start
         handle = trainer.start(runnable, log_path, passed)
     except (HubferryError, OSError) as exc:
         _fail(ctx, job_id, JobState.PREPARING, ErrorInfo.from_exception(exc), "preparing")
