@@ -258,7 +258,7 @@ def datasets_router(ctx: Context) -> APIRouter:
 
     def _store(folder: Path, receiver: _Receiver, owner: str) -> dict[str, Any]:
         part = folder / "upload.part"
-        suffix = Path(receiver.filename).suffix.lower()
+        suffix = Path(receiver.filename or "").suffix.lower()
         if suffix in ROW_SUFFIXES:  # an LLM dataset (JSONL or Parquet rows) for a RunPod fine-tune
             stored = folder / f"dataset{suffix}"
             part.rename(stored)
