@@ -118,10 +118,11 @@ def served(env: dict[str, str]) -> Iterator[dict[str, str]]:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGINT)
         try:
-            server.communicate(timeout=30)
+            _, stderr = server.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
-            server.communicate()
+            _, stderr = server.communicate()
+        print("hubferry serve's log (its end):\n" + (stderr or "")[-6000:])  # shown by pytest when a test fails
 
 
 def store(env: dict[str, str]) -> JobStore:

@@ -158,7 +158,16 @@ def test_a_pod_that_stops_while_publishing_keeps_its_weights(ctx: Context, runpo
     job = ctx.jobs.require(job_id)
     assert job.state is JobState.FAILED and "retry" in (job.error.hint if job.error else "")
     assert runpod_fake.pods[pod_id].desired_status == "EXITED"  # stopped, not terminated: the volume is kept
+    queued: list[str] = []
+
+    class Queue(InlineDispatcher):  # the retry's publish task waits in a queue...
+        def publish(self, job_id: str, delay_s: float = 0.0) -> None:
+            queued.append(job_id)
+
+    ctx.dispatcher = Queue(ctx)
     control.retry(ctx, job_id)
+    assert queued == [job_id] and runpod_fake.pods[pod_id].desired_status == "EXITED"
+    remote.refresh(ctx, job_id, force=True)  # ...and a poll sees the stopped pod first: it resumes it, no failure
     assert runpod_fake.pods[pod_id].desired_status == "RUNNING" and runpod_fake.pods[pod_id].launches == 2
     assert ctx.jobs.require(job_id).state is JobState.PUBLISHING
 

@@ -25,6 +25,7 @@ from hubferry.services import credentials
 from hubferry.services import progress as job_progress
 from hubferry.services.context import Context
 from hubferry.services.training import training_failure
+from hubferry.store.publishes import PublishState
 from hubferry.tracking import ProgressTracker
 from hubferry.tracking.logfile import append
 from hubferry.trainers import Observation, RunStatus, SelfPublishingTrainer
@@ -291,6 +292,10 @@ def observed(ctx: Context, job: Job, seen: Observation) -> None:
     else:
         reason = seen.message or "the pod stopped"
         if job.params.get("token_in_env") and job.state is JobState.TRAINING and _published_by_image(ctx, job):
+            return
+        publish = ctx.publishes.get(job.id)
+        if job.state is JobState.PUBLISHING and publish is not None and publish.state is PublishState.PENDING:
+            request_publish(ctx, job)  # a retried publish whose pod is not resumed yet: resume it, do not fail it
             return
     lost(ctx, job, reason)
 
