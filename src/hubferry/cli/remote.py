@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from hubferry.errors import HubferryError, PermanentError, TransientError, ValidationError
+from hubferry.errors import CATEGORIES, HubferryError, PermanentError, TransientError, ValidationError
 from hubferry.logs import redact, register_secret
 
 #: Seconds to wait for a connection, and for an ordinary answer (creating a job checks the Hub first).
@@ -35,8 +35,6 @@ STREAM_READ_TIMEOUT_S = 45.0
 #: Statuses whose error bodies describe bad input (exit 2, nothing changed).
 _INPUT_STATUSES = frozenset({400, 404, 405, 409, 413, 415, 422})
 _TRANSIENT_STATUSES = frozenset({408, 429, 502, 503, 504})
-_CATEGORIES = frozenset({"network", "authentication", "validation", "rate_limit", "service_error", "file_error",
-                         "timeout", "training_error", "internal"})
 _CHECK_SERVICE = "check HUBFERRY_URL, and that `hubferry serve` runs there"
 _NOT_A_SERVICE = "check that HUBFERRY_URL is the address of `hubferry serve`, not of another server"
 
@@ -148,14 +146,14 @@ def error_from_response(response: httpx.Response, base_url: str) -> HubferryErro
     category = str(detail.get("category") or "")
     field = detail.get("field") if isinstance(detail.get("field"), str) else None
     if status in _INPUT_STATUSES:
-        return ValidationError(message, category=category if category in _CATEGORIES else "validation", hint=hint,
+        return ValidationError(message, category=category if category in CATEGORIES else "validation", hint=hint,
                                field=field)
     if status == 403:
         return PermanentError(message, category="authentication", hint=hint, field=field)
     if status in _TRANSIENT_STATUSES:
-        return TransientError(message, category=category if category in _CATEGORIES else "service_error",
+        return TransientError(message, category=category if category in CATEGORIES else "service_error",
                               hint=hint, status=status)
-    return PermanentError(message, category=category if category in _CATEGORIES else "service_error", hint=hint,
+    return PermanentError(message, category=category if category in CATEGORIES else "service_error", hint=hint,
                           status=status if status >= 500 else None)
 
 
