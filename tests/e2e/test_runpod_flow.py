@@ -167,6 +167,8 @@ def test_train_publish_verify_terminate(env, tmp_path: Path, registry, alice_tok
     assert "adapter_model.safetensors" in files and "README.md" in files
     # the pod is gone once the commit was read back, and it never held a Hub token
     wait_for(lambda: pod.desired_status == "TERMINATED", "pod terminated", fake=runpod_fake)
+    wait_for(lambda: (store(env).require(job.id).trainer_handle or {}).get("released") == "terminated",
+             "the job to record its pod's end", timeout=30)
     assert "HF_TOKEN" not in pod.env_dict and alice_token not in json.dumps(pod.env_dict)
     assert set(pod.env_dict) >= {"HUBFERRY_CALLBACK_URL", "HUBFERRY_JOB_TOKEN", "HUBFERRY_JOB_ID", "HF_ENDPOINT"}
     events = store(env).events(job.id)
