@@ -209,8 +209,8 @@ def test_publish_refused_in_the_pod_then_retry(env, tmp_path: Path, registry, al
                        fake=runpod_fake)
         pod = only_pod(runpod_fake)
         assert job.commit_sha is None and job.error is not None and "publish" in job.error.message
-        wait_for(lambda: not pod.running, "the pod stopped", timeout=30, fake=runpod_fake)
-        assert pod.desired_status == "EXITED"
+        wait_for(lambda: not pod.running and pod.desired_status == "EXITED", "the pod stopped, not terminated",
+                 timeout=30, fake=runpod_fake)
         assert hubferry("secrets", "set", "hf_token", "--value-stdin", env=env, input=alice_token).returncode == 0
         retried = hubferry("retry", job_id, env=served_env)
         assert retried.returncode == 0, retried.stderr
