@@ -21,13 +21,11 @@ from hubferry.domain.jobs import ErrorInfo, EventKind, Job, JobState
 from hubferry.errors import HubferryError, PermanentError, ValidationError
 from hubferry.hub.manifest import LocalFile
 from hubferry.logs import get_logger, printable, redact
-from hubferry.services import credentials
+from hubferry.services import credentials, remote
 from hubferry.services import progress as job_progress
 from hubferry.services.context import Context
 from hubferry.services.training import training_failure
 from hubferry.store.publishes import PublishState
-from hubferry.tracking import ProgressTracker
-from hubferry.tracking.logfile import append
 from hubferry.trainers import Observation, RunStatus, SelfPublishingTrainer
 
 log = get_logger(__name__)
@@ -98,6 +96,7 @@ def report(ctx: Context, job: Job, body: Report) -> str:
         _record_lines(ctx, job, body)
     job = ctx.jobs.require(job.id)
     if job.state is JobState.CANCELLED:
+        remote.forget_tracker(job.id)
         return "cancel"
     if body.phase == "failed":
         return _failed(ctx, job, body)
@@ -112,24 +111,7 @@ def report(ctx: Context, job: Job, body: Report) -> str:
 
 def _record_lines(ctx: Context, job: Job, body: Report) -> None:
     lines = [printable(line)[:MAX_LINE_CHARS] for line in body.lines[:MAX_LINES]]
-    if lines:
-        append(Path(job.log_path or ctx.settings.home / "logs" / f"{job.id}.log"), lines)
-        if job.state is JobState.TRAINING:
-            tracker = _tracker(job)
-            for line in lines:
-                tracker.feed(line)
-            if ctx.jobs.update_progress(job.id, job_progress.from_snapshot(tracker.snapshot()),
-                                        log_cursor=str(body.seq)):
-                return
-    ctx.jobs.set_log_cursor(job.id, str(body.seq))
-
-
-_trackers: dict[str, ProgressTracker] = {}
-
-
-def _tracker(job: Job) -> ProgressTracker:
-    total = job.params.get("total_steps")
-    return _trackers.setdefault(job.id, ProgressTracker(total_steps=int(total) if total else None))
+    remote.record(ctx, job, lines, str(body.seq), track=job.state is JobState.TRAINING)
 
 
 def _failed(ctx: Context, job: Job, body: Report) -> str:
@@ -159,7 +141,7 @@ def _trained(ctx: Context, job: Job) -> str:
         return "publish"
     if job.state is not JobState.TRAINING:
         return "continue" if job.state is JobState.VERIFYING else "exit"
-    _trackers.pop(job.id, None)
+    remote.forget_tracker(job.id)
     ctx.jobs.append_event(job.id, EventKind.STAGE_FINISHED, stage="training",
                           context={"pod_id": (job.trainer_handle or {}).get("pod_id")})
     if credentials.for_job(ctx.credentials, job).token is None:
@@ -346,6 +328,7 @@ def lost(ctx: Context, job: Job, reason: str) -> None:
 
 def release(ctx: Context, job: Job, *, keep_outputs: bool) -> None:
     """Stop (keeping the weights) or terminate the job's pod; a failure is logged for the reconciler."""
+    remote.forget_tracker(job.id)
     trainer = ctx.trainer_for(job.trainer)
     if not job.trainer_handle or not isinstance(trainer, SelfPublishingTrainer):
         return

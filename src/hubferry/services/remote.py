@@ -28,7 +28,7 @@ from hubferry.services.publishing import training_succeeded
 from hubferry.services.training import training_failure
 from hubferry.tracking import ProgressTracker
 from hubferry.tracking.logfile import append
-from hubferry.trainers import Observation, RunStatus
+from hubferry.trainers import RunStatus
 
 log = get_logger(__name__)
 #: Trainers whose runs are followed here rather than by the process that started them.
@@ -52,6 +52,12 @@ def _tracker(job: Job) -> ProgressTracker:
     total = job.params.get("total_steps")
     with _trackers_lock:
         return _trackers.setdefault(job.id, ProgressTracker(total_steps=int(total) if total else None))
+
+
+def forget_tracker(job_id: str) -> None:
+    """Drop the progress tracker of a remote run that has ended."""
+    with _trackers_lock:
+        _trackers.pop(job_id, None)
 
 
 def stale_after(ctx: Context) -> timedelta:
@@ -91,11 +97,10 @@ def _read_claimed(ctx: Context, job: Job) -> None:
 
         observed(ctx, job, seen)
         return
-    _record(ctx, job, seen)
+    record(ctx, job, seen.lines, seen.cursor)
     if seen.status is RunStatus.RUNNING:
         return
-    with _trackers_lock:
-        _trackers.pop(job.id, None)
+    forget_tracker(job.id)
     discard_staged(ctx.settings, job.trainer_handle.get("staged_ref"),
                    provider_key(ctx.credentials, "replicate", job.owner, job.id))
     if seen.status is RunStatus.SUCCEEDED:
@@ -112,19 +117,21 @@ def observe_now(ctx: Context, job_id: str) -> None:
     refresh(ctx, job_id, force=True)
 
 
-def _record(ctx: Context, job: Job, seen: Observation) -> None:
-    """Append the new log lines to the job's log file and store progress and the cursor (one write)."""
-    if seen.lines:
-        append(Path(job.log_path or ctx.settings.home / "logs" / f"{job.id}.log"), seen.lines)
-        tracker = _tracker(job)
-        now = time.monotonic()
-        for line in seen.lines:
-            tracker.feed(line, at=now)
-        progress = job_progress.from_snapshot(tracker.snapshot(now))
-        if ctx.jobs.update_progress(job.id, progress, log_cursor=seen.cursor):
-            return
-    if seen.cursor != (job.log_cursor or ""):
-        ctx.jobs.set_log_cursor(job.id, seen.cursor)
+def record(ctx: Context, job: Job, lines: list[str], cursor: str, *, track: bool = True) -> None:
+    """Append a remote run's new log lines to the job's log file and store the cursor, with the progress the
+    lines give when ``track`` (one write)."""
+    if lines:
+        append(Path(job.log_path or ctx.settings.home / "logs" / f"{job.id}.log"), lines)
+        if track:
+            tracker = _tracker(job)
+            now = time.monotonic()
+            for line in lines:
+                tracker.feed(line, at=now)
+            progress = job_progress.from_snapshot(tracker.snapshot(now))
+            if ctx.jobs.update_progress(job.id, progress, log_cursor=cursor):
+                return
+    if cursor != (job.log_cursor or ""):
+        ctx.jobs.set_log_cursor(job.id, cursor)
 
 
 def _succeeded(ctx: Context, job: Job, outputs: str | None = None) -> None:
