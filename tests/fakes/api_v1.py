@@ -11,9 +11,7 @@
 from __future__ import annotations
 
 import json
-import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +21,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
+from fakes.serving import bound_socket, serve_in_thread
 from hubferry.api.errors import install_error_handlers
 from hubferry.api.principal import Principal
 from hubferry.config import Settings
@@ -91,25 +90,9 @@ class Served:
 @contextmanager
 def serving(app: FastAPI) -> Iterator[Served]:
     """Serve ``app`` (lifespan included) with uvicorn on a free 127.0.0.1 port in a thread."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
-        time.sleep(0.01)
-    try:
-        yield Served(f"http://127.0.0.1:{port}", app)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    sock, url = bound_socket()
+    with serve_in_thread(app, sock, name=f"api:{url}", timeout_graceful_shutdown=1):
+        yield Served(url, app)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ import copy
 import dataclasses
 import hashlib
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -43,6 +42,7 @@ from fakes.replicate_schema import (
 )
 from fakes.replicate_trainer import SimulatedRun, TrainerKnobs, read_dataset, traceback_lines, trained_model_tar
 from fakes.replicate_webhooks import DEFAULT_EVENTS, WebhookAttempt, WebhookSender, new_secret
+from fakes.serving import bound_socket, serve_in_thread
 
 TRAINER = f"{TRAINER_OWNER}/{TRAINER_NAME}"
 #: The token every fake accepts from the start, for the user ``alice``.
@@ -438,33 +438,13 @@ def running_fake_replicate(**knobs: Any) -> Iterator[FakeReplicate]:
     Args:
         **knobs: :class:`~fakes.replicate_trainer.TrainerKnobs` defaults for new trainings.
     """
-    import uvicorn
-
     from fakes.replicate_routes import create_app
 
-    # IPPROTO_TCP (not 0), so asyncio sets TCP_NODELAY on accepted connections: without it every
-    # keep-alive request waits ~40 ms on delayed ACKs.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    fake = FakeReplicate(f"http://127.0.0.1:{port}")
+    sock, url = bound_socket()
+    fake = FakeReplicate(url)
     fake.knobs = dataclasses.replace(fake.knobs, **knobs)
-    config = uvicorn.Config(create_app(fake), log_level="warning", lifespan="off", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"fake-replicate:{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            sock.close()
-            fake.close()
-            raise RuntimeError(f"the fake Replicate did not start on port {port}")
-        time.sleep(0.01)
     try:
-        yield fake
+        with serve_in_thread(create_app(fake), sock, name=f"fake-replicate:{url}", lifespan="off"):
+            yield fake
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
         fake.close()

@@ -24,7 +24,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import string
 import subprocess
 import threading
@@ -39,6 +38,7 @@ import psutil
 from graphql import GraphQLError
 
 from fakes.runpod_schema import answer_graphql, peek
+from fakes.serving import bound_socket, serve_in_thread
 
 #: The key of the account every fake starts with.
 DEFAULT_API_KEY = "rpa_FAKE0DEFAULT0ACCOUNT0KEY0000000000000000"
@@ -604,30 +604,11 @@ def create_app(fake: FakeRunPod) -> Any:
 @contextmanager
 def running_fake_runpod(root: Path) -> Iterator[FakeRunPod]:
     """Serve a fresh :class:`FakeRunPod` (pod folders under ``root``) with uvicorn on a free 127.0.0.1 port."""
-    import uvicorn
-
-    # IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted connections (no ~40 ms delayed-ACK waits).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+    sock, url = bound_socket()
     root.mkdir(parents=True, exist_ok=True)
-    fake = FakeRunPod(f"http://127.0.0.1:{port}", root)
-    config = uvicorn.Config(create_app(fake), log_level="warning", lifespan="off", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"fake-runpod:{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            sock.close()
-            fake.close()
-            raise RuntimeError(f"the fake RunPod did not start on port {port}")
-        time.sleep(0.01)
+    fake = FakeRunPod(url, root)
     try:
-        yield fake
+        with serve_in_thread(create_app(fake), sock, name=f"fake-runpod:{url}", lifespan="off"):
+            yield fake
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
         fake.close()
